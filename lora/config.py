@@ -1,0 +1,131 @@
+"""`LoRAConfig`: what to adapt, with which rank and scale, and how to initialise it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+WEIGHT_TYPES = ("q", "k", "v", "o", "mlp_in", "mlp_out", "embed")
+BIAS_MODES = ("none", "all", "lora_only")
+INITS = ("paper", "loralib")
+
+
+class LoRAError(ValueError):
+    """Bad input to the LoRA library: the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adaptation of some weight types of a transformer.
+
+    ``r`` and ``alpha`` are one number for every target or a mapping per weight type (the paper's
+    r_q, r_v). With a mapping for ``r`` and no ``targets``, the targets are the mapping's keys.
+    Each update is scaled by alpha/r (alpha/sqrt(r) with ``rslora=True``, Kalajdzievski 2023).
+
+    >>> LoRAConfig(r={"q": 1, "v": 1}, alpha=8).targets
+    ('q', 'v')
+    >>> LoRAConfig(r=4, alpha=8).scale("v")
+    2.0
+    >>> LoRAConfig(r=16, alpha=8, rslora=True).scale("q")
+    2.0
+    >>> LoRAConfig(targets=("q", "gate"))
+    Traceback (most recent call last):
+    ...
+    lora.config.LoRAError: unknown weight type 'gate' in targets; choose from q, k, v, o, mlp_in, mlp_out, embed
+    """
+
+    r: int | Mapping[str, int] = 8
+    alpha: float | Mapping[str, float] = 8
+    dropout: float = 0.0
+    targets: tuple[str, ...] | None = None  # None: the keys of ``r`` if a mapping, else ("q", "v")
+    bias: str = "none"  # none | all | lora_only, as loralib's mark_only_lora_as_trainable
+    init: str = "paper"  # paper: A ~ N(0, 1/r^2), B = 0;  loralib: A Kaiming-uniform, B = 0
+    layers: tuple[int, ...] | None = None  # transformer blocks to adapt; None = all
+    rslora: bool = False
+    train_head: bool = True  # a task head (classifier, score) is trained alongside, as in the paper
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        targets = self.targets
+        if targets is None:
+            targets = tuple(self.r) if isinstance(self.r, Mapping) else ("q", "v")
+        if isinstance(targets, str):
+            targets = (targets,)
+        targets = tuple(dict.fromkeys(targets))
+        object.__setattr__(self, "targets", targets)
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(sorted(set(int(i) for i in self.layers))))
+        for name in ("r", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, dict(value))
+        self._validate()
+
+    def _validate(self):
+        if not self.targets:
+            raise LoRAError("targets is empty; name at least one weight type, e.g. targets=('q', 'v')")
+        for t in self.targets:
+            if t not in WEIGHT_TYPES:
+                raise LoRAError(f"unknown weight type {t!r} in targets; choose from {', '.join(WEIGHT_TYPES)}")
+        for name in ("r", "alpha"):
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                missing = [t for t in self.targets if t not in value]
+                extra = [t for t in value if t not in self.targets]
+                if missing or extra:
+                    raise LoRAError(
+                        f"{name} per weight type must cover exactly the targets {list(self.targets)}; "
+                        f"missing {missing}, not targeted {extra}"
+                    )
+        for t in self.targets:
+            r = self.rank(t)
+            if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+                raise LoRAError(f"rank for {t!r} must be a positive integer, got {r!r}")
+            a = self.alpha_of(t)
+            if isinstance(a, bool) or not isinstance(a, int | float) or a <= 0:
+                raise LoRAError(f"alpha for {t!r} must be a positive number, got {a!r}")
+        if not (isinstance(self.dropout, int | float) and 0.0 <= self.dropout < 1.0):
+            raise LoRAError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.bias not in BIAS_MODES:
+            raise LoRAError(f"bias must be one of {', '.join(BIAS_MODES)}, got {self.bias!r}")
+        if self.init not in INITS:
+            raise LoRAError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.layers is not None and any(i < 0 for i in self.layers):
+            raise LoRAError(f"layers are block indices from 0, got {list(self.layers)}")
+
+    def rank(self, weight_type: str) -> int:
+        return self.r[weight_type] if isinstance(self.r, Mapping) else self.r
+
+    def alpha_of(self, weight_type: str) -> float:
+        return self.alpha[weight_type] if isinstance(self.alpha, Mapping) else self.alpha
+
+    def scale(self, weight_type: str) -> float:
+        """The factor in W0 + scale * B A: alpha/r, or alpha/sqrt(r) for rsLoRA."""
+        r = self.rank(weight_type)
+        return self.alpha_of(weight_type) / (math.sqrt(r) if self.rslora else r)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        d["targets"] = list(self.targets)
+        d["layers"] = None if self.layers is None else list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LoRAConfig:
+        """The inverse of `to_dict`; unknown keys are an error, not silently dropped.
+
+        >>> LoRAConfig.from_dict(LoRAConfig(r=4).to_dict()) == LoRAConfig(r=4)
+        True
+        """
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise LoRAError(f"unknown LoRA config keys {unknown}; known keys are {sorted(known)}")
+        d = dict(d)
+        for key in ("targets", "layers"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)

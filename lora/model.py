@@ -1,0 +1,170 @@
+"""Whole-model operations: apply, merge, unmerge, unload, count."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from .config import WEIGHT_TYPES, LoRAConfig, LoRAError
+from .families import family_of
+from .layer import LoRALayer, Slot, in_features
+
+CONFIG_ATTR = "lora_config"  # where `apply` records the config on the model, for `save`
+
+
+def apply(model: nn.Module, config: LoRAConfig) -> nn.Module:
+    """Inject LoRA into a transformers model in place and freeze everything else; returns the model.
+
+    Trainable afterwards: the LoRA matrices, the biases chosen by ``config.bias``, and the task head
+    (``classifier`` / ``score``) when ``config.train_head`` and the model has one.
+
+    >>> from transformers import BertConfig, BertModel
+    >>> model = BertModel(BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+    ...                              intermediate_size=32, vocab_size=50))
+    >>> model = apply(model, LoRAConfig(r=4, targets=("q", "v")))
+    >>> count(model).trainable == 2 * 4 * 16 * 4  # 2 * L_hat * d * r with L_hat = 4 matrices
+    True
+    """
+    if any(True for _ in lora_layers(model)):
+        raise LoRAError("the model already has LoRA layers; call lora.unload(model) first to start over")
+    family = family_of(model)
+    sites = family.sites(model, config)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, parts in sites.items():
+        base = model.get_submodule(name)
+        slots = {}
+        for t, (offset, width) in parts.items():
+            r = config.rank(t)
+            limit = min(width, in_features(base))
+            if r > limit:
+                raise LoRAError(f"rank {r} for {t!r} exceeds the size of {name} ({width} x {limit}); use r <= {limit}")
+            slots[t] = Slot(offset, width, r, config.scale(t))
+        _replace(model, name, LoRALayer(base, slots, config.dropout, config.init))
+    _mark_trainable(model, config, family.heads)
+    setattr(model, CONFIG_ATTR, config)
+    return model
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module):
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _mark_trainable(model: nn.Module, config: LoRAConfig, heads: tuple[str, ...]):
+    for _, layer in lora_layers(model):
+        for p in (*layer.lora_A.values(), *layer.lora_B.values()):
+            p.requires_grad_(True)
+        if config.bias == "lora_only" and getattr(layer.base, "bias", None) is not None:
+            layer.base.bias.requires_grad_(True)
+    if config.bias == "all":
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.requires_grad_(True)
+    if config.train_head:
+        for name, module in model.named_children():
+            if name in heads:
+                module.requires_grad_(True)
+
+
+def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALayer]]:
+    """(name, layer) for every LoRA layer, in module order."""
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALayer):
+            yield name, module
+
+
+def merge(model: nn.Module) -> nn.Module:
+    """W = W0 + scale * B A in place, for every LoRA layer; merging twice is a no-op.
+
+    An adapted embedding tied to the output layer (GPT-2, SmolLM2) is untied first: unmerged, Delta W
+    reaches only the input side, so the output layer keeps its own copy of W0 to stay equal.
+    """
+    for _, layer in lora_layers(model):
+        if layer.kind == "embedding" and not layer.merged:
+            _untie(model, layer.base.weight)
+        layer.merge()
+    return model
+
+
+def _untie(model: nn.Module, weight: nn.Parameter):
+    for module in model.modules():
+        if getattr(module, "weight", None) is weight and not isinstance(module, nn.Embedding):
+            module.weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
+            if hasattr(model, "config"):
+                model.config.tie_word_embeddings = False  # so save_pretrained/from_pretrained keep them apart
+
+
+def unmerge(model: nn.Module) -> nn.Module:
+    """Undo `merge`; unmerging an unmerged model is a no-op."""
+    for _, layer in lora_layers(model):
+        layer.unmerge()
+    return model
+
+
+def unload(model: nn.Module, merge: bool = True) -> nn.Module:
+    """Put the plain base layers back (merged first by default): a plain transformers model again."""
+    for name, layer in list(lora_layers(model)):
+        layer.merge() if merge else layer.unmerge()
+        _replace(model, name, layer.base)
+    if hasattr(model, CONFIG_ATTR):
+        delattr(model, CONFIG_ATTR)
+    return model
+
+
+@dataclass
+class ParamCount:
+    """Trainable and total parameters, with the trainable ones broken down by kind."""
+
+    trainable: int
+    total: int
+    by_type: dict[str, int] = field(default_factory=dict)  # weight type, "bias", "head", "other"
+
+    @property
+    def lora(self) -> int:
+        """The LoRA matrices alone: the paper's "# Trainable Parameters" (task heads excluded)."""
+        return sum(n for t, n in self.by_type.items() if t in WEIGHT_TYPES)
+
+    def __str__(self) -> str:
+        rows = [(t, n) for t, n in self.by_type.items()] + [("trainable", self.trainable), ("total", self.total)]
+        share = f"{100 * self.trainable / self.total:.4f}% of {self.total:,}" if self.total else "n/a"
+        width = max(len(t) for t, _ in rows)
+        body = "\n".join(f"{t:<{width}}  {n:>14,}" for t, n in rows)
+        return f"{body}\ntrainable share: {share}"
+
+
+def count(model: nn.Module) -> ParamCount:
+    """Count trainable and total parameters (a tied parameter once), by weight type.
+
+    >>> from torch import nn
+    >>> count(nn.Linear(3, 2))
+    ParamCount(trainable=8, total=8, by_type={'bias': 2, 'other': 6})
+    """
+    kinds = {}
+    for layer_name, layer in lora_layers(model):
+        for t in layer.slots:
+            kinds[f"{layer_name}.lora_A.{t}"] = t
+            kinds[f"{layer_name}.lora_B.{t}"] = t
+    heads = family_heads(model)
+    by_type: dict[str, int] = {}
+    trainable = total = 0
+    for name, p in model.named_parameters():
+        total += p.numel()
+        if not p.requires_grad:
+            continue
+        trainable += p.numel()
+        kind = kinds.get(name) or (
+            "head" if name.split(".")[0] in heads else "bias" if name.endswith("bias") else "other"
+        )
+        by_type[kind] = by_type.get(kind, 0) + p.numel()
+    order = {t: i for i, t in enumerate((*WEIGHT_TYPES, "bias", "head", "other"))}
+    return ParamCount(trainable, total, dict(sorted(by_type.items(), key=lambda kv: order[kv[0]])))
+
+
+def family_heads(model: nn.Module) -> tuple[str, ...]:
+    try:
+        return family_of(model).heads
+    except LoRAError:
+        return ()

@@ -1,0 +1,217 @@
+"""Reading and writing HF PEFT's adapter format, so adapters move between PEFT and this library.
+
+PEFT keeps one (A, B) pair per module. GPT-2's fused ``c_attn`` with separate q and v updates is
+written as one pair of rank r_q + r_v whose B is block-structured (zero rows for k), which PEFT runs
+exactly; our own config rides along in the file's header so the split comes back exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import LoRAConfig, LoRAError
+from .families import family_of
+from .io import (
+    _check_model_type,
+    _config_of,
+    attach,
+    base_model_name,
+    load_tensors,
+    read_safetensors,
+    trainable_state,
+    write_safetensors,
+    write_text,
+)
+from .model import lora_layers
+
+WEIGHTS = "adapter_model.safetensors"
+CONFIG = "adapter_config.json"
+PREFIX = "base_model.model."
+
+# adapter_config.json fields we read; any other field must hold its "off" value (None, False, {}, ...).
+_READ = {
+    "peft_type", "task_type", "base_model_name_or_path", "r", "lora_alpha", "rank_pattern", "alpha_pattern",
+    "target_modules", "lora_dropout", "bias", "fan_in_fan_out", "use_rslora", "modules_to_save",
+    "init_lora_weights", "inference_mode", "layers_to_transform", "layers_pattern", "revision",
+    "peft_version", "auto_mapping", "exclude_modules", "ensure_weight_tying",
+}  # fmt: skip
+_HARMLESS = {"megatron_core": "megatron.core", "qalora_group_size": 16}
+
+
+def _keys(layer) -> tuple[str, str]:
+    return ("lora_embedding_A", "lora_embedding_B") if layer.kind == "embedding" else ("lora_A.weight", "lora_B.weight")
+
+
+def save_peft(model: nn.Module, folder) -> Path:
+    """Write `folder/adapter_model.safetensors` + `folder/adapter_config.json` in PEFT's layout."""
+    config = _config_of(model)
+    folder = Path(folder)
+    if folder.suffix:
+        raise LoRAError(f"{folder}: the PEFT format is a folder; give a folder path")
+    tensors, ranks, alphas = {}, {}, {}
+    for name, layer in lora_layers(model):
+        types = list(layer.slots)
+        A = torch.cat([layer.lora_A[t].detach().cpu() for t in types])
+        scales = {layer.slots[t].scale for t in types}
+        peft_scale = scales.pop() if len(scales) == 1 else 1.0
+        out = layer.base.weight.shape[0 if layer.kind == "linear" else 1]
+        B = torch.zeros(out, A.shape[0], dtype=A.dtype)
+        col = 0
+        for t in types:
+            s = layer.slots[t]
+            block = layer.lora_B[t].detach().cpu()
+            B[s.offset : s.offset + s.width, col : col + s.rank] = _rescale(block, s.scale / peft_scale)
+            col += s.rank
+        key_a, key_b = _keys(layer)
+        tensors[f"{PREFIX}{name}.{key_a}"] = A.contiguous()
+        tensors[f"{PREFIX}{name}.{key_b}"] = B
+        ranks[name] = A.shape[0]
+        alphas[name] = peft_scale * A.shape[0]
+    for pname, p in trainable_state(model).items():
+        if ".lora_A." in pname or ".lora_B." in pname:
+            continue
+        path, leaf = pname.rsplit(".", 1)
+        path = path[: -len(".base")] + ".base_layer" if path.endswith(".base") else path
+        tensors[f"{PREFIX}{path}.{leaf}"] = p
+    heads = sorted(
+        {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} & set(family_of(model).heads)
+    )
+    common_r = max(ranks.values(), default=config.rank(config.targets[0]))
+    peft_config = {
+        "peft_type": "LORA",
+        "task_type": _task_type(model),
+        "base_model_name_or_path": base_model_name(model) or None,
+        "r": common_r,
+        "lora_alpha": alphas.get(next(iter(alphas), None), common_r),
+        "rank_pattern": ranks,
+        "alpha_pattern": alphas,
+        "target_modules": sorted(ranks),
+        "lora_dropout": config.dropout,
+        "bias": config.bias,
+        "fan_in_fan_out": any(layer.kind == "conv1d" for _, layer in lora_layers(model)),
+        "use_rslora": False,  # scales are exact per module through alpha_pattern
+        "modules_to_save": heads or None,
+        "init_lora_weights": True,
+        "inference_mode": True,
+    }
+    meta = {"lora_config": json.dumps(config.to_dict()), "model_type": str(model.config.model_type)}
+    write_safetensors(tensors, meta, folder / WEIGHTS)
+    write_text(json.dumps(peft_config, indent=2) + "\n", folder / CONFIG)
+    return folder
+
+
+def load_peft(model: nn.Module, folder: Path) -> nn.Module:
+    """Load a PEFT LoRA adapter folder (written by PEFT or by `save_peft`) into a model."""
+    try:
+        cfg = json.loads((folder / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LoRAError(f"{folder / CONFIG} is not a readable JSON file ({err})") from None
+    _check_supported(cfg, folder / CONFIG)
+    if not (folder / WEIGHTS).exists():
+        raise LoRAError(f"{folder} has no {WEIGHTS} (pickled .bin adapters are not loaded, for safety)")
+    tensors, meta = read_safetensors(folder / WEIGHTS)
+    if "lora_config" in meta:
+        _check_model_type(model, meta.get("model_type", ""), str(cfg.get("base_model_name_or_path")), folder)
+        config = LoRAConfig.from_dict(json.loads(meta["lora_config"]))
+    else:
+        config = _infer_config(model, cfg, tensors, folder)
+    attach(model, config, source=folder)
+    ours = {}
+    for name, layer in lora_layers(model):
+        key_a, key_b = _keys(layer)
+        A, B = tensors.pop(f"{PREFIX}{name}.{key_a}", None), tensors.pop(f"{PREFIX}{name}.{key_b}", None)
+        if A is None or B is None:
+            raise LoRAError(f"{folder} has no LoRA weights for {name}; it does not fit this model")
+        peft_scale = _peft_scale(cfg, name, A.shape[0])
+        row = 0
+        for t, s in layer.slots.items():
+            ours[f"{name}.lora_A.{t}"] = A[row : row + s.rank]
+            ours[f"{name}.lora_B.{t}"] = _rescale(
+                B[s.offset : s.offset + s.width, row : row + s.rank], peft_scale / s.scale
+            )
+            row += s.rank
+    for key, t in tensors.items():
+        path = key.removeprefix(PREFIX).replace(".base_layer.", ".base.")
+        ours[path] = t
+    load_tensors(model, ours, source=folder, base_model=str(cfg.get("base_model_name_or_path")))
+    return model
+
+
+def _rescale(t: torch.Tensor, factor: float) -> torch.Tensor:
+    return t.clone() if factor == 1.0 else t * factor
+
+
+def _peft_scale(cfg: dict, module: str, rank: int) -> float:
+    alpha = cfg.get("lora_alpha", 8)
+    for pattern, value in (cfg.get("alpha_pattern") or {}).items():  # PEFT's get_pattern_key rule
+        if re.match(rf"(.*\.)?({pattern})$", module):
+            alpha = value
+            break
+    return alpha / (math.sqrt(rank) if cfg.get("use_rslora") else rank)
+
+
+def _check_supported(cfg: dict, source: Path):
+    if cfg.get("peft_type") != "LORA":
+        raise LoRAError(f"{source} is a {cfg.get('peft_type')!r} adapter; only PEFT LoRA adapters can be loaded")
+    for key, value in cfg.items():
+        if key in _READ or value in (None, False, {}, [], "") or _HARMLESS.get(key) == value:
+            continue
+        raise LoRAError(f"{source} sets {key}={value!r}, which this library does not implement; remove it or use PEFT")
+    if cfg.get("bias", "none") not in ("none", "all", "lora_only"):
+        raise LoRAError(f"{source} has bias={cfg.get('bias')!r}; expected none, all or lora_only")
+
+
+def _infer_config(model: nn.Module, cfg: dict, tensors: dict, source: Path) -> LoRAConfig:
+    """A LoRAConfig equivalent to a PEFT adapter written elsewhere (one rank and alpha per weight type)."""
+    family = family_of(model)
+    every = LoRAConfig(targets=tuple(family.weight_types()), r=1)
+    type_of = {name: parts for name, parts in family.sites(model, every).items()}
+    ranks, alphas, layers = {}, {}, set()
+    block = re.compile(rf"(?:^|.*\.){re.escape(family.blocks)}\.(\d+)\.")
+    for key, A in tensors.items():
+        if not key.endswith(("lora_A.weight", "lora_embedding_A")):
+            continue
+        module = key.removeprefix(PREFIX).rsplit(".lora_", 1)[0]
+        parts = type_of.get(module)
+        if parts is None:
+            raise LoRAError(f"{source} adapts {module}, which is not one of the {family.name} weight types")
+        if len(parts) > 1:
+            raise LoRAError(
+                f"{source} adapts the fused {module} as one matrix; this library adapts its q, k, v slices "
+                "separately and cannot split a foreign update exactly"
+            )
+        (t,) = parts
+        r = A.shape[0]
+        alpha = _peft_scale(cfg, module, r) * (math.sqrt(r) if cfg.get("use_rslora") else r)
+        if ranks.setdefault(t, r) != r or not math.isclose(alphas.setdefault(t, alpha), alpha):
+            raise LoRAError(f"{source} uses different ranks or alphas for {t!r} in different layers; not supported")
+        if m := block.match(module):
+            layers.add(int(m.group(1)))
+    if not ranks:
+        raise LoRAError(f"{source} holds no LoRA weights")
+    n_blocks = family.num_blocks(dict(model.named_modules()))
+    config = LoRAConfig(
+        r=ranks, alpha=alphas, dropout=float(cfg.get("lora_dropout") or 0.0), bias=cfg.get("bias", "none"),
+        layers=None if len(layers) in (0, n_blocks) else tuple(layers), rslora=bool(cfg.get("use_rslora")),
+        train_head=bool(cfg.get("modules_to_save")),
+    )  # fmt: skip
+    expected = set(family.sites(model, config))
+    found = {k.removeprefix(PREFIX).rsplit(".lora_", 1)[0] for k in tensors if ".lora_" in k}
+    if expected != found:
+        raise LoRAError(f"{source} adapts an irregular set of modules ({len(found)}) that no per-type config matches")
+    return config
+
+
+def _task_type(model: nn.Module) -> str | None:
+    name = type(model).__name__
+    if name.endswith("ForSequenceClassification"):
+        return "SEQ_CLS"
+    if name.endswith(("ForCausalLM", "LMHeadModel")):
+        return "CAUSAL_LM"
+    return None
