@@ -1,0 +1,1 @@
+"""Analysis: parameter budgets, subspace similarity, Delta W versus W, tables and figures from run folders."""
