@@ -298,3 +298,22 @@ def test_peft_adapter_with_unsupported_fields_is_refused(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({**cfg, "use_dora": True}))
     with pytest.raises(LoRAError, match="sets use_dora=True, which this library does not implement"):
         lora.load(tiny("llama"), tmp_path)
+
+
+def test_gradients_equal_peft_on_gpt2_fused_slices(tmp_path):
+    """The in-place slice update of c_attn back-propagates exactly as PEFT's block-structured B."""
+    from peft import PeftModel
+
+    ours = randomize_lora(lora.apply(tiny("gpt2"), LoRAConfig(r={"q": 2, "v": 3}, alpha=4, train_head=False)))
+    lora.save(ours, tmp_path, format="peft")
+    theirs = PeftModel.from_pretrained(tiny("gpt2"), tmp_path, is_trainable=True)
+    x = batch()
+    for model in (ours, theirs):
+        model(**x, labels=x["input_ids"]).loss.backward()
+    layer = dict(lora.lora_layers(ours))["transformer.h.1.attn.c_attn"]
+    peft_a = theirs.base_model.model.transformer.h[1].attn.c_attn.lora_A["default"].weight.grad
+    assert torch.allclose(layer.lora_A["q"].grad, peft_a[:2], rtol=1e-4, atol=1e-6)
+    assert torch.allclose(layer.lora_A["v"].grad, peft_a[2:], rtol=1e-4, atol=1e-6)
+    peft_b = theirs.base_model.model.transformer.h[1].attn.c_attn.lora_B["default"].weight.grad
+    # Unequal slot scales (4/2 for q, 4/3 for v) are folded into PEFT's B, so its B gradient is ours / scale.
+    assert torch.allclose(layer.lora_B["v"].grad, peft_b[64:, 2:] * 4 / 3, rtol=1e-4, atol=1e-6)
