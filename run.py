@@ -1,6 +1,35 @@
-"""Entry point. Until the Hydra runner lands, `python run.py` runs the offline LoRA demo on MiniLM + SST-2."""
+"""Run one experiment: `python run.py model=gpt2_medium method=lora task=e2e [key=value ...]`.
 
-from experiments.demo import main
+`python run.py` alone runs the offline default (MiniLM-L6 + LoRA + SST-2). `-m` sweeps, e.g.
+`python run.py -m method.r=4,8,16`. Every run writes one folder (see experiments/runs.py).
+"""
+
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub is opt-in: HF_HUB_OFFLINE=0 python run.py ...
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from experiments.cli import USER_ERRORS, check_config  # noqa: E402
+from experiments.config import register  # noqa: E402
+
+register()
+
+
+@hydra.main(config_path="conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig):
+    from experiments.train import run
+
+    try:
+        return run(OmegaConf.to_container(cfg, resolve=True))
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
 
 if __name__ == "__main__":
+    check_config(sys.argv[1:])  # one clear line for a bad key or option, before Hydra starts
     main()

@@ -1,3 +1,5 @@
-"""The paper's baselines (full fine-tuning, BitFit, prefix tuning, adapters), one file per family of
-methods and one registry, each a `prepare(model, cfg) -> model` like `lora.apply`. Not built yet: see the
-baselines issue."""
+"""The paper's methods besides LoRA, and the one registry of all methods (`baselines.registry`)."""
+
+from .registry import METHODS, MethodError, check, prepare
+
+__all__ = ["METHODS", "MethodError", "check", "prepare"]

@@ -114,3 +114,70 @@ def dequantized(gguf: Path) -> Path:
         shutil.rmtree(out)
     tmp.rename(out)
     return out
+
+
+class CharTokenizer:
+    """Characters as token ids, for the tiny random test models, which have no tokenizer files.
+
+    Written by hand because every transformers tokenizer needs vocabulary files; this one needs none.
+    Ids: 0 pad, 1 start (CLS/BOS), 2 end (SEP/EOS), then characters folded into the vocabulary.
+
+    >>> tok = CharTokenizer(vocab_size=128)
+    >>> enc = tok(["ab", "abc"], return_tensors="pt")
+    >>> enc["input_ids"].tolist(), enc["attention_mask"].tolist()
+    ([[1, 100, 101, 2, 0], [1, 100, 101, 102, 2]], [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]])
+    >>> tok.decode([1, 100, 101, 2], skip_special_tokens=True)
+    'ab'
+    """
+
+    pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
+    padding_side = "right"
+
+    def __init__(self, vocab_size: int):
+        self.vocab_size = vocab_size
+
+    def _ids(self, text: str) -> list[int]:
+        return [3 + ord(c) % (self.vocab_size - 3) for c in text]
+
+    def __call__(self, text, text_pair=None, padding=True, truncation=True, max_length=None, return_tensors="pt", **_):
+        texts = [text] if isinstance(text, str) else list(text)
+        pairs = [text_pair] if isinstance(text_pair, str) else text_pair
+        rows = []
+        for i, t in enumerate(texts):
+            ids = [self.bos_token_id, *self._ids(t), self.eos_token_id]
+            if pairs is not None:
+                ids += [*self._ids(pairs[i]), self.eos_token_id]
+            rows.append(ids[:max_length] if truncation and max_length else ids)
+        width = max(map(len, rows))
+        pad = lambda r, v: r + [v] * (width - len(r))  # noqa: E731
+        return {
+            "input_ids": torch.tensor([pad(r, self.pad_token_id) for r in rows]),
+            "attention_mask": torch.tensor([pad([1] * len(r), 0) for r in rows]),
+        }
+
+    def decode(self, ids, skip_special_tokens=True) -> str:
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        return "".join(chr(i - 3) for i in ids if i >= 3)
+
+    def batch_decode(self, rows, skip_special_tokens=True) -> list[str]:
+        return [self.decode(r, skip_special_tokens) for r in rows]
+
+
+def load_tokenizer(name: str):
+    """The tokenizer of a model config; tiny models get a `CharTokenizer`. A pad token is always set."""
+    conf = model_conf(name)
+    if name.startswith("tiny_"):
+        return CharTokenizer(conf["arch"]["vocab_size"])
+    from transformers import AutoTokenizer
+
+    path = local_weights(conf) or conf.get("hub")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except OSError as err:
+        raise ModelError(
+            f"cannot load the tokenizer of {name!r} from {path} ({str(err).splitlines()[0]}); "
+            f"set hub: /path/to/folder in conf/model/{name}.yaml"
+        ) from None
+    if tok.pad_token is None:  # GPT-2 has none; Llama-family models reuse end-of-sequence
+        tok.pad_token = tok.eos_token
+    return tok

@@ -1,0 +1,56 @@
+"""Typed schema of the trainer config, registered with Hydra so typos and wrong types are refused.
+
+The model, method and task groups are plain YAML (conf/); Hydra's struct mode refuses unknown keys
+there too, and each builder validates its own fields (e.g. `lora.LoRAConfig`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class TrainerConfig:
+    output_dir: str = "runs/unnamed"
+    lr: float = 5e-4
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    epochs: float = 1.0
+    max_steps: int | None = None  # caps the run (smoke tests); None = epochs decide
+    warmup_ratio: float = 0.0  # of the total optimizer steps ...
+    warmup_steps: int = 0  # ... or a fixed number (takes precedence when > 0)
+    weight_decay: float = 0.0
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    label_smoothing: float = 0.0
+    bf16: bool = False  # autocast in bfloat16 where the device supports it
+    eval_every: int | None = None  # optimizer steps between evaluations; None = once per epoch
+    save_every: int | None = None  # optimizer steps between checkpoints; None = at each evaluation
+    eval_limit: int | None = None  # evaluate on the first N examples only (smoke tests)
+    train_limit: int | None = None  # train on the first N examples only
+    log_every: int = 20
+    seed: int = 0
+    threads: int | None = None  # torch threads; None = torch's default
+    resume: str = "auto"  # auto: continue from a checkpoint in output_dir; never: refuse a used folder
+    init_adapter: str | None = None  # start from the LoRA matrices of an adapter file (MRPC from MNLI)
+    stop_after: int | None = None  # stop as if killed after this many optimizer steps (resume tests)
+
+
+class MissingSetting(ValueError):
+    pass
+
+
+def _must(what: str):
+    """`${must:"..."}` marks a value the user has to give; resolving it says what and how."""
+    raise MissingSetting(f"this experiment needs {what}")
+
+
+def register():
+    """Make the schema and our resolvers known to Hydra (idempotent)."""
+    from omegaconf import OmegaConf
+
+    ConfigStore.instance().store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    if not OmegaConf.has_resolver("must"):
+        OmegaConf.register_new_resolver("must", _must)

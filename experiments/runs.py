@@ -1,0 +1,102 @@
+"""A run folder: the only output of a run, and what analysis reads.
+
+    config.yaml        the composed config
+    metrics.json       final and best metrics, every evaluation, parameter counts, time, memory, versions
+    adapter.safetensors (+ .json)   only the trained parameters
+    log.txt            the log
+    checkpoints/step-N/   the latest complete checkpoint (COMPLETE is written last)
+
+Nothing is overwritten: a folder that holds a finished run, or a run of another config, is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import yaml
+
+from lora.io import read_safetensors, write_safetensors, write_text
+
+IGNORED_KEYS = ("trainer.resume", "trainer.stop_after", "logger.")  # may change between a run and its resume
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked; the message says why and what to do."""
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    def open(self, config: dict, resume: str) -> Path | None:
+        """Claim the folder for `config`; returns the checkpoint to resume from, if any."""
+        if resume not in ("auto", "never"):
+            raise RunError(f"trainer.resume must be auto or never, got {resume!r}")
+        metrics = self.path / "metrics.json"
+        if metrics.exists() and json.loads(metrics.read_text()).get("status") == "complete":
+            raise RunError(f"{self.path} already holds a finished run; choose a new trainer.output_dir")
+        saved = self.path / "config.yaml"
+        if saved.exists():
+            differ = config_diff(yaml.safe_load(saved.read_text()), config)
+            if differ:
+                raise RunError(
+                    f"{self.path} holds a run of another config (differs in {', '.join(differ)}); "
+                    "choose a new trainer.output_dir"
+                )
+        checkpoint = self.latest_checkpoint()
+        if checkpoint is not None and resume == "never":
+            raise RunError(f"{self.path} holds a checkpoint and trainer.resume=never; choose a new trainer.output_dir")
+        write_text(yaml.safe_dump(config, sort_keys=False), saved)
+        return checkpoint
+
+    def latest_checkpoint(self) -> Path | None:
+        done = [p for p in self.checkpoints.glob("step-*") if (p / "COMPLETE").exists()]
+        return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+    def save_checkpoint(self, step: int, trainable: dict, optimizer: dict, state: dict):
+        folder = self.checkpoints / f"step-{step:07d}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        write_safetensors(
+            {k: v.detach().cpu().contiguous() for k, v in trainable.items()}, {}, folder / "trainable.safetensors"
+        )
+        torch.save(optimizer, folder / "optimizer.pt")
+        write_text(json.dumps(state), folder / "state.json")
+        write_text("", folder / "COMPLETE")  # last: a folder without it is never loaded
+        for old in self.checkpoints.glob("step-*"):
+            if old != folder:
+                shutil.rmtree(old)
+
+    @staticmethod
+    def load_checkpoint(folder: Path) -> tuple[dict, dict, dict]:
+        tensors, _ = read_safetensors(folder / "trainable.safetensors")
+        optimizer = torch.load(folder / "optimizer.pt", weights_only=True)  # never unpickle arbitrary objects
+        return tensors, optimizer, json.loads((folder / "state.json").read_text())
+
+    def drop_checkpoints(self):
+        shutil.rmtree(self.checkpoints, ignore_errors=True)
+
+    def write_metrics(self, metrics: dict):
+        write_text(json.dumps(metrics, indent=2) + "\n", self.path / "metrics.json")
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+    """Keys whose values differ between two configs, ignoring those a resume may change."""
+    a, b = flatten(old), flatten(new)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    return [k for k in keys if not any(k == i or (i.endswith(".") and k.startswith(i)) for i in IGNORED_KEYS)]

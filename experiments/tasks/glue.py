@@ -1,0 +1,139 @@
+"""GLUE (Wang et al., 2019): the eight tasks of the paper's Table 2, from the released TSV files.
+
+The files are read from `<data_dir>/<Folder>/<split>.tsv` (default `$LORA_DATA_DIR/glue`), or from the
+hub's `nyu-mll/glue` when the files are absent and the hub is reachable.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..paths import data_dir
+from .base import Example, TaskError
+
+
+@dataclass(frozen=True)
+class GlueSpec:
+    folder: str
+    text: tuple[str, ...]  # column(s) holding the text (one or a pair)
+    label: str
+    labels: tuple[str, ...] | None  # label strings in id order; None = numeric labels as they are
+    metrics: tuple[str, ...]  # the first is the one the paper reports and selects the best evaluation by
+    eval_splits: tuple[str, ...] = ("dev",)
+    header: tuple[str, ...] | None = None  # for files without a header row (CoLA)
+    hub_eval: dict | None = None  # our split name -> hub split name, where they differ
+
+
+SPECS = {
+    "mnli": GlueSpec("MNLI", ("sentence1", "sentence2"), "gold_label", ("entailment", "neutral", "contradiction"),
+                     ("accuracy",), ("dev_matched", "dev_mismatched"),
+                     hub_eval={"dev_matched": "validation_matched", "dev_mismatched": "validation_mismatched"}),
+    "sst2": GlueSpec("SST-2", ("sentence",), "label", None, ("accuracy",)),
+    "mrpc": GlueSpec("MRPC", ("#1 String", "#2 String"), "Quality", None, ("accuracy", "f1")),
+    "cola": GlueSpec("CoLA", ("sentence",), "label", None, ("matthews",),
+                     header=("source", "label", "original_label", "sentence")),
+    "qnli": GlueSpec("QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("accuracy",)),
+    "qqp": GlueSpec("QQP", ("question1", "question2"), "is_duplicate", None, ("accuracy", "f1")),
+    "rte": GlueSpec("RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("accuracy",)),
+    "stsb": GlueSpec("STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman")),
+}  # fmt: skip
+
+_HUB_NAMES = {"mnli": "mnli", "sst2": "sst2", "mrpc": "mrpc", "cola": "cola", "qnli": "qnli", "qqp": "qqp",
+              "rte": "rte", "stsb": "stsb"}  # fmt: skip
+_HUB_TEXT = {"mnli": ("premise", "hypothesis"), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
+             "cola": ("sentence",), "qnli": ("question", "sentence"), "qqp": ("question1", "question2"),
+             "rte": ("sentence1", "sentence2"), "stsb": ("sentence1", "sentence2")}  # fmt: skip
+
+
+class GlueTask:
+    """One GLUE task: its examples, its number of labels and its official metrics."""
+
+    kind = "classification"
+
+    def __init__(self, name: str, data_dir: str | None = None, hub: bool = True, max_length: int = 128, **_):
+        if name not in SPECS:
+            raise TaskError(f"unknown GLUE task {name!r}; choose from {', '.join(SPECS)}")
+        self.name, self.spec, self.hub, self.max_length = name, SPECS[name], hub, max_length
+        self.dir = Path(data_dir) if data_dir else default_dir()
+        self.num_labels = 1 if name == "stsb" else len(self.spec.labels or (0, 1))
+        self.metric = self.spec.metrics[0]
+        self.eval_splits = self.spec.eval_splits
+
+    def examples(self, split: str) -> list[Example]:
+        file = self.dir / self.spec.folder / f"{split}.tsv"
+        if file.exists():
+            return read_tsv(file, self.spec)
+        if self.hub:
+            try:
+                return self._from_hub(split)
+            except Exception as err:  # no network, no cache: say what was looked for, once
+                reason = f"the hub failed too ({type(err).__name__})"
+        else:
+            reason = "and task.hub=false"
+        raise TaskError(
+            f"GLUE {self.name} {split} not found: expected {file} ({reason}); put the released GLUE files "
+            f"under {self.dir} or set task.data_dir / LORA_DATA_DIR"
+        )
+
+    def _from_hub(self, split: str) -> list[Example]:
+        from datasets import load_dataset
+
+        hub_split = {"train": "train", "dev": "validation", **(self.spec.hub_eval or {})}[split]
+        rows = load_dataset("nyu-mll/glue", _HUB_NAMES[self.name], split=hub_split)
+        cols = _HUB_TEXT[self.name]
+        return [Example(r[cols[0]], r[cols[1]] if len(cols) > 1 else None, r["label"]) for r in rows]
+
+    def score(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        return glue_metrics(self.spec.metrics, predictions, labels)
+
+
+def default_dir() -> Path:
+    return data_dir() / "glue"
+
+
+def read_tsv(file: Path, spec: GlueSpec) -> list[Example]:
+    """Rows of a GLUE TSV file (quotes are literal text in GLUE, hence QUOTE_NONE; MRPC has a BOM)."""
+    try:
+        with open(file, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, fieldnames=spec.header, delimiter="\t", quoting=csv.QUOTE_NONE)
+            rows = list(reader)
+    except UnicodeDecodeError as err:
+        raise TaskError(f"{file} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    if not rows:
+        raise TaskError(f"{file} holds no examples")
+    missing = [c for c in (*spec.text, spec.label) if c not in rows[0]]
+    if missing:
+        raise TaskError(f"{file} lacks the columns {missing}; found {list(rows[0])}")
+    out = []
+    for i, row in enumerate(rows):
+        raw = row[spec.label]
+        try:
+            label = spec.labels.index(raw) if spec.labels else float(raw) if spec.folder == "STS-B" else int(raw)
+        except (ValueError, TypeError):
+            raise TaskError(f"{file} row {i + 2}: label {raw!r} is not one of {spec.labels or 'the numbers'}") from None
+        texts = [row[c] for c in spec.text]
+        out.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label))
+    return out
+
+
+def glue_metrics(names, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """GLUE's official metrics, computed with scikit-learn and SciPy (as the GLUE baselines do).
+
+    >>> glue_metrics(("accuracy", "f1"), np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1]))
+    {'accuracy': 0.75, 'f1': 0.8}
+    """
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    fns = {
+        "accuracy": lambda p, y: accuracy_score(y, p),
+        "f1": lambda p, y: f1_score(y, p),
+        "matthews": lambda p, y: matthews_corrcoef(y, p),
+        "pearson": lambda p, y: pearsonr(p, y)[0],
+        "spearman": lambda p, y: spearmanr(p, y)[0],
+    }
+    return {name: round(float(fns[name](predictions, labels)), 6) for name in names}

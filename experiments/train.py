@@ -1,0 +1,308 @@
+"""The training loop: config -> model + method -> task data -> training -> run folder.
+
+Built on accelerate, so the same loop runs on a CPU, one GPU or several processes. Resuming from a
+checkpoint restores the trained parameters, the optimizer, the schedule, the RNG and the position in
+the data, so an interrupted and resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import random
+import resource
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import baselines
+import lora
+from lora.io import load_tensors, read_safetensors, trainable_state
+
+from .models import build, load_tokenizer, model_conf
+from .paths import ROOT
+from .runs import RunFolder
+from .tasks import Example, build_task
+
+log = logging.getLogger("lora.train")
+
+
+def encode(tokenizer, examples: list[Example], max_length: int) -> dict[str, torch.Tensor]:
+    pairs = [e.text_b for e in examples] if examples[0].text_b is not None else None
+    enc = tokenizer([e.text_a for e in examples], pairs, padding=True, truncation=True, max_length=max_length,
+                    return_tensors="pt")  # fmt: skip
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """The batches of one epoch: a permutation fixed by (seed, epoch), so a resumed run sees the same."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    full = [order[i : i + batch_size * world] for i in range(0, n, batch_size * world)]
+    return [chunk[rank::world] for chunk in full if len(chunk[rank::world])]
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
+    if logits.shape[-1] == 1:  # regression (STS-B)
+        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, task, examples: list[Example], batch_size: int, device) -> dict[str, float]:
+    model.eval()
+    preds = []
+    for i in range(0, len(examples), batch_size):
+        enc = encode(tokenizer, examples[i : i + batch_size], task.max_length)
+        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
+        preds.append(logits.squeeze(-1) if task.num_labels == 1 else logits.argmax(-1))
+    model.train()
+    return task.score(torch.cat(preds).numpy(), np.array([e.label for e in examples]))
+
+
+def run(cfg: dict) -> dict:
+    """Train and evaluate one model x method x task; returns metrics.json's content."""
+    t = cfg["trainer"]
+    torch.manual_seed(t["seed"])
+    random.seed(t["seed"])
+    if t["threads"]:
+        torch.set_num_threads(t["threads"])
+    arch = model_conf(cfg["model"]["name"])["arch"]
+    baselines.check(cfg["method"]["name"], arch["model_type"])  # refuse before any loading
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if t["bf16"] else "no")
+    folder = RunFolder(t["output_dir"])
+    checkpoint = folder.open(cfg, t["resume"]) if accelerator.is_main_process else None
+    _log_to(folder.path / "log.txt")
+
+    task = build_task(cfg["task"])
+    train_set = task.examples("train")[: t["train_limit"]]
+    eval_sets = {s: task.examples(s)[: t["eval_limit"]] for s in task.eval_splits}
+    tokenizer = load_tokenizer(cfg["model"]["name"])
+    model = build(cfg["model"]["name"], head="seq_cls", num_labels=task.num_labels)
+    if model.config.pad_token_id is None:  # decoder classifiers find the last token through the pad id
+        model.config.pad_token_id = tokenizer.pad_token_id
+    task.max_length = min(task.max_length, max_positions(model.config))
+    model = baselines.prepare(model, cfg["method"])
+    if t["init_adapter"]:
+        _init_from_adapter(model, Path(t["init_adapter"]))
+    counts = lora.count(model)
+    log.info("model %s, method %s, task %s\n%s", cfg["model"]["name"], cfg["method"]["name"], task.name, counts)
+
+    per_epoch = math.ceil(len(batches(len(train_set), t["batch_size"], 0, 0)) / t["grad_accum"])
+    total = t["max_steps"] or math.ceil(per_epoch * t["epochs"])
+    warmup = t["warmup_steps"] or round(t["warmup_ratio"] * total)
+    optimizer = torch.optim.AdamW(_param_groups(model, t["weight_decay"]), lr=t["lr"])
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device = accelerator.device
+
+    state = {"step": 0, "epoch": 0, "batch": 0, "evals": [], "best": None, "loss": None, "train_seconds": 0.0}
+    if checkpoint is not None:
+        state = _restore(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
+        log.info("resumed from %s at step %d", checkpoint, state["step"])
+    wandb_run = _wandb(cfg, folder.path) if cfg.get("logger", {}).get("wandb") else None
+
+    eval_every = t["eval_every"] or per_epoch
+    save_every = t["save_every"] or eval_every
+    started, seen = time.time() - state["train_seconds"], 0
+    model.train()
+    bar = tqdm(total=total, initial=state["step"], desc=f"{cfg['method']['name']} {task.name}", unit="step",
+               disable=None)  # fmt: skip
+    done = state["step"] >= total
+    while not done:
+        epoch_batches = batches(len(train_set), t["batch_size"], t["seed"], state["epoch"],
+                                accelerator.process_index, accelerator.num_processes)  # fmt: skip
+        for i in range(state["batch"], len(epoch_batches)):
+            chunk = [train_set[j] for j in epoch_batches[i]]
+            enc = {k: v.to(device) for k, v in encode(tokenizer, chunk, task.max_length).items()}
+            labels = torch.tensor([e.label for e in chunk], device=device)
+            with accelerator.autocast():
+                loss = loss_fn(model(**enc).logits, labels, t["label_smoothing"])
+            accelerator.backward(loss / t["grad_accum"])
+            seen += len(chunk)
+            state["batch"] = i + 1
+            if state["batch"] % t["grad_accum"] and state["batch"] < len(epoch_batches):
+                continue
+            if t["max_grad_norm"]:
+                accelerator.clip_grad_norm_(model.parameters(), t["max_grad_norm"])
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["loss"] = loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{state['loss']:.4f}", ex_per_s=f"{seen / (time.time() - started):.1f}")
+            if state["step"] % t["log_every"] == 0:
+                log.info("step %d loss %.4f lr %.2e", state["step"], state["loss"], scheduler.get_last_lr()[0])
+                if wandb_run:
+                    wandb_run.log({"train/loss": state["loss"], "lr": scheduler.get_last_lr()[0]}, step=state["step"])
+            done = state["step"] >= total
+            if state["step"] % eval_every == 0 or done:
+                _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run)
+            if (state["step"] % save_every == 0 or done) and accelerator.is_main_process:
+                state["train_seconds"] = time.time() - started
+                _checkpoint(folder, accelerator.unwrap_model(model), optimizer, scheduler, state)
+            if t["stop_after"] and state["step"] >= t["stop_after"] and not done:
+                log.info("stopping at step %d (trainer.stop_after)", state["step"])
+                bar.close()
+                return {"status": "stopped", "step": state["step"]}
+            if done:
+                break
+        else:
+            state["epoch"], state["batch"] = state["epoch"] + 1, 0
+    bar.close()
+    metrics = _finish(cfg, folder, accelerator.unwrap_model(model), task, state, counts, started)
+    if wandb_run:
+        wandb_run.summary.update({f"best/{k}": v for k, v in metrics["best"].items() if isinstance(v, float)})
+        wandb_run.finish()
+    return metrics
+
+
+def max_positions(config) -> int:
+    """The longest input the model takes (RoBERTa reserves two positions for its padding offset)."""
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9
+    return n - 2 if config.model_type == "roberta" else n
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and normalisation weights (the usual transformers recipe)."""
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (rest if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run):
+    scores = {
+        split: evaluate(model, tokenizer, task, ex, t["eval_batch_size"], device) for split, ex in eval_sets.items()
+    }
+    main_split = task.eval_splits[0]
+    record = {
+        "step": state["step"],
+        "epoch": state["epoch"],
+        **{f"{s}/{k}": v for s, d in scores.items() for k, v in d.items()},
+    }
+    state["evals"].append(record)
+    key = f"{main_split}/{task.metric}"
+    if state["best"] is None or record[key] > state["best"][key]:
+        state["best"] = record
+    log.info("eval step %d: %s", state["step"], ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "/" in k))
+    if wandb_run:
+        wandb_run.log({f"eval/{k}": v for k, v in record.items() if "/" in k}, step=state["step"])
+
+
+def _checkpoint(folder: RunFolder, model, optimizer, scheduler, state: dict):
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    opt = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}
+    folder.save_checkpoint(state["step"], trainable_state(model), opt, state)
+
+
+def _restore(checkpoint: Path, model, optimizer, scheduler) -> dict:
+    tensors, opt, state = RunFolder.load_checkpoint(checkpoint)
+    load_tensors(model, tensors, source=checkpoint, base_model="this run's model")
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    torch.set_rng_state(opt["rng"]["torch"])
+    random.setstate(_tuples(opt["rng"]["python"]))
+    if "cuda" in opt["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(opt["rng"]["cuda"])
+    return state
+
+
+def _tuples(x):
+    return tuple(_tuples(i) for i in x) if isinstance(x, list | tuple) else x
+
+
+def _init_from_adapter(model, file: Path):
+    """Copy the LoRA matrices of another run's adapter (the paper starts MRPC, RTE, STS-B from MNLI)."""
+    tensors, _ = read_safetensors(file if file.suffix else file / "adapter.safetensors")
+    load_tensors(model, {k: v for k, v in tensors.items() if ".lora_" in k}, source=file, base_model="?")
+
+
+def _finish(cfg, folder: RunFolder, model, task, state, counts, started) -> dict:
+    if isinstance(lora_config := getattr(model, lora.model.CONFIG_ATTR, None), lora.LoRAConfig) and lora_config:
+        lora.save(model, folder.path / "adapter.safetensors")
+    else:
+        from lora.io import write_safetensors
+
+        write_safetensors(
+            trainable_state(model), {"method": cfg["method"]["name"]}, folder.path / "adapter.safetensors"
+        )
+    final = state["evals"][-1] if state["evals"] else {}
+    metrics = {
+        "status": "complete",
+        "model": cfg["model"]["name"],
+        "method": cfg["method"]["name"],
+        "task": task.name,
+        "metric": f"{task.eval_splits[0]}/{task.metric}",
+        "final": final,
+        "best": state["best"],
+        "evals": state["evals"],
+        "steps": state["step"],
+        "last_loss": state["loss"],
+        "params": {"trainable": counts.trainable, "total": counts.total, "by_type": counts.by_type},
+        "wall_seconds": round(time.time() - started, 1),
+        "peak_memory_mb": _peak_memory_mb(),
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+    }
+    folder.write_metrics(metrics)
+    folder.drop_checkpoints()  # finished: the adapter holds the result, optimizer states are dead weight
+    log.info("done: best %s = %.4f; run folder %s", metrics["metric"], state["best"][metrics["metric"]], folder.path)
+    return metrics
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _versions() -> dict:
+    import accelerate
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "accelerate": accelerate.__version__}  # fmt: skip
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def _log_to(file: Path):
+    file.parent.mkdir(parents=True, exist_ok=True)
+    log.setLevel(logging.INFO)
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    for handler in (logging.FileHandler(file), logging.StreamHandler()):
+        handler.setFormatter(fmt)
+        log.addHandler(handler)
+    log.propagate = False
+
+
+def _wandb(cfg: dict, folder: Path):
+    import os
+
+    import wandb
+
+    mode = os.environ.get("WANDB_MODE", "offline")
+    return wandb.init(project=cfg["logger"]["project"], config=cfg, dir=str(folder), mode=mode)

@@ -1,0 +1,177 @@
+"""The runner: composition of every model x method x task, clear errors, a tiny end-to-end run, resume."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import baselines
+import lora
+from experiments.cli import check_config, compose, hydra_context
+from experiments.models import build
+from experiments.paths import CONF_DIR, ROOT
+from experiments.runs import RunError
+from experiments.tasks import GLUE_TASKS
+from experiments.train import run
+from lora.io import read_safetensors
+
+MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
+METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def config(tmp_path: Path, *overrides: str) -> dict:
+    cfg = compose([f"trainer.output_dir={tmp_path}", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+TINY = ("trainer.max_steps=6", "trainer.train_limit=48", "trainer.eval_limit=24", "trainer.batch_size=8",
+        "trainer.eval_every=3", "trainer.lr=1e-2")  # fmt: skip
+
+
+def test_every_model_method_and_task_composes():
+    """Groups compose independently (no group's file names another), so every model x method pair and
+    every task cover the product; each pair is also prepared for real below, on the meta device."""
+    assert set(TASKS) >= set(GLUE_TASKS)
+    combos = [(m, me, "sst2") for m in MODELS for me in METHODS] + [("minilm_l6", "lora", t) for t in TASKS]
+    with hydra_context():
+        for model, method, task in combos:
+            cfg = OmegaConf.to_container(compose([f"model={model}", f"method={method}", f"task={task}"]), resolve=True)
+            assert (cfg["model"]["name"], cfg["method"]["name"], cfg["task"]["name"]) == (model, method, task)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_prepares_every_model_on_the_meta_device(model, method):
+    cfg = OmegaConf.to_container(compose([f"model={model}", f"method={method}"]), resolve=True)
+    prepared = baselines.prepare(build(model, head="seq_cls", device="meta"), cfg["method"])
+    c = lora.count(prepared)
+    assert 0 < c.trainable <= c.total
+    assert (c.trainable == c.total) == (method == "full_ft")
+
+
+def test_every_experiment_file_composes_with_the_papers_settings():
+    assert len(EXPERIMENTS) == 24
+    with hydra_context():
+        compose_experiments()
+    base_mnli = OmegaConf.to_container(compose(["experiment=roberta_base_mnli"]), resolve=True)
+    assert (base_mnli["trainer"]["lr"], base_mnli["trainer"]["epochs"], base_mnli["method"]["alpha"]) == (5e-4, 30, 8)
+
+
+def compose_experiments():
+    for name in EXPERIMENTS:
+        overrides = [f"experiment={name}"]
+        if name.endswith(("_mrpc", "_rte", "_stsb")):
+            overrides.append("trainer.init_adapter=mnli/adapter.safetensors")  # the paper starts these from MNLI
+        cfg = OmegaConf.to_container(compose(overrides), resolve=True)
+        assert cfg["trainer"]["max_steps"] is None and cfg["method"]["name"] == "lora"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["trainer.lrr=1"], "Key 'lrr' not in 'TrainerConfig'"),
+        (["trainer.lr=fast"], "could not be converted to Float"),
+        (["model=gpt5"], "Could not find 'model/gpt5' Available options in 'model': deberta_v2_xxlarge"),
+        (["method=dora"], "Could not find 'method/dora'"),
+        (["task=squad"], "Could not find 'task/squad'"),
+        (["method.rank=4"], "Key 'rank' is not in struct"),
+        (["experiment=roberta_base_mrpc"], "needs the MNLI-trained adapter"),
+    ],
+)
+def test_config_mistakes_are_one_clear_line(argv, message):
+    with pytest.raises(SystemExit) as exc:
+        check_config(argv)
+    text = str(exc.value.code)
+    assert text.startswith("error: ") and message in text and "\n" not in text
+
+
+def test_the_command_line_prints_one_line_and_no_traceback():
+    out = subprocess.run(
+        [sys.executable, "run.py", "model=gpt5"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert [line for line in out.stderr.splitlines() if line.strip()] == [out.stderr.strip()]
+
+
+def test_method_not_supported_on_an_architecture_is_refused_by_name():
+    with pytest.raises(baselines.MethodError, match="method 'lora' does not support 'distilbert' models; it supports"):
+        baselines.check("lora", "distilbert")
+    with pytest.raises(baselines.MethodError, match="unknown method 'dora'; choose from lora, full_ft"):
+        baselines.check("dora", "bert")
+
+
+@pytest.mark.parametrize("model", ["tiny_bert", "tiny_roberta", "tiny_deberta", "tiny_gpt2", "tiny_llama"])
+def test_tiny_end_to_end_run_writes_a_complete_run_folder(model, tmp_path):
+    metrics = run(config(tmp_path, f"model={model}", "task=rte", *TINY))
+    assert metrics["status"] == "complete" and metrics["steps"] == 6
+    assert [e["step"] for e in metrics["evals"]] == [3, 6]
+    assert metrics["best"]["dev/accuracy"] == max(e["dev/accuracy"] for e in metrics["evals"])
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk["params"]["trainable"] == metrics["params"]["trainable"] < metrics["params"]["total"]
+    assert {"torch", "transformers"} <= set(on_disk["versions"]) and on_disk["git_commit"]
+    assert (tmp_path / "config.yaml").exists() and "step 6" in (tmp_path / "log.txt").read_text()
+    tensors, _ = read_safetensors(tmp_path / "adapter.safetensors")
+    assert sum(t.numel() for t in tensors.values()) == metrics["params"]["trainable"]
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_full_fine_tuning_and_regression_task(tmp_path):
+    metrics = run(config(tmp_path, "model=tiny_bert", "method=full_ft", "task=stsb", *TINY))
+    assert metrics["params"]["trainable"] == metrics["params"]["total"]
+    assert set(metrics["final"]) >= {"dev/pearson", "dev/spearman"}
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    common = ("model=tiny_bert", "task=rte", "method.dropout=0.1", "trainer.max_steps=9", "trainer.train_limit=40",
+              "trainer.eval_limit=8", "trainer.batch_size=8", "trainer.eval_every=3",
+              "trainer.grad_accum=2")  # fmt: skip
+    run(config(tmp_path / "straight", *common))
+    stopped = run(config(tmp_path / "resumed", *common, "trainer.stop_after=5"))
+    assert stopped == {"status": "stopped", "step": 5}
+    assert (tmp_path / "resumed" / "checkpoints" / "step-0000003" / "COMPLETE").exists()
+    resumed = run(config(tmp_path / "resumed", *common))  # picks up at step 3 and redoes 4 and 5
+    assert resumed["steps"] == 9 and "resumed from" in (tmp_path / "resumed" / "log.txt").read_text()
+    a, _ = read_safetensors(tmp_path / "straight" / "adapter.safetensors")
+    b, _ = read_safetensors(tmp_path / "resumed" / "adapter.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_finished_run_or_another_config_is_never_overwritten(tmp_path):
+    cfg = config(tmp_path, "model=tiny_bert", "task=rte", *TINY)
+    run(cfg)
+    before = (tmp_path / "metrics.json").read_bytes()
+    with pytest.raises(RunError, match="already holds a finished run"):
+        run(cfg)
+    other = tmp_path / "other"
+    run(config(other, "model=tiny_bert", "task=rte", *TINY, "trainer.stop_after=3"))
+    with pytest.raises(RunError, match=r"another config \(differs in method.r, trainer.lr\)"):
+        run(config(other, "model=tiny_bert", "task=rte", *TINY, "method.r=4", "trainer.lr=0.5"))
+    assert (tmp_path / "metrics.json").read_bytes() == before
+
+
+def test_init_adapter_copies_only_the_lora_matrices(tmp_path):
+    source = tmp_path / "mnli-like"
+    run(config(source, "model=tiny_bert", "task=rte", *TINY))
+    cfg = config(tmp_path / "next", "model=tiny_bert", "task=stsb", *TINY, "trainer.max_steps=1",
+                 f"trainer.init_adapter={source}/adapter.safetensors", "trainer.lr=1e-12")  # fmt: skip
+    run(cfg)
+    a, _ = read_safetensors(source / "adapter.safetensors")
+    b, _ = read_safetensors(tmp_path / "next" / "adapter.safetensors")
+    lora_keys = [k for k in a if ".lora_A." in k]
+    assert lora_keys and all(torch.allclose(a[k], b[k], atol=1e-9) for k in lora_keys)
+    assert b["classifier.weight"].shape[0] == 1 != a["classifier.weight"].shape[0]  # head: new task, not copied
+
+
+def test_wandb_logging_works_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run(config(tmp_path, "model=tiny_bert", "task=rte", "logger=wandb", *TINY))
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert runs and any(runs[0].rglob("*.wandb"))
