@@ -1,5 +1,6 @@
 """The paper's methods besides LoRA, and the one registry of all methods (`baselines.registry`)."""
 
-from .registry import METHODS, MethodError, check, prepare
+from .common import MethodError
+from .registry import METHODS, check, load, prepare, save
 
-__all__ = ["METHODS", "MethodError", "check", "prepare"]
+__all__ = ["METHODS", "MethodError", "check", "load", "prepare", "save"]

@@ -1,9 +1,37 @@
-"""Full fine-tuning: every parameter trains (the paper's FT rows)."""
+"""Fine-tuning baselines: everything (FT), the last two blocks (FT^Top2), or the biases (BitFit)."""
+
+from __future__ import annotations
 
 from torch import nn
+
+from lora.families import family_of
+
+from .common import MethodError, freeze, train_head
 
 
 def full_ft(model: nn.Module, cfg: dict) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(True)
+    return model
+
+
+def ft_top2(model: nn.Module, cfg: dict) -> nn.Module:
+    """Only the last two transformer blocks train (the paper's FT^Top2), plus the task head."""
+    freeze(model)
+    blocks = family_of(model).block_names(dict(model.named_modules()))
+    for name in blocks[-int(cfg.get("blocks", 2)) :]:
+        model.get_submodule(name).requires_grad_(True)
+    train_head(model)
+    return model
+
+
+def bitfit(model: nn.Module, cfg: dict) -> nn.Module:
+    """Only the bias vectors train (Zaken et al., 2021), plus the task head."""
+    freeze(model)
+    biases = [p for n, p in model.named_parameters() if n.endswith(".bias")]
+    if not biases:
+        raise MethodError(f"bitfit: this {model.config.model_type} model has no bias vectors to train")
+    for p in biases:
+        p.requires_grad_(True)
+    train_head(model)
     return model

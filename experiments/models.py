@@ -62,14 +62,20 @@ def from_arch(
         return _auto_class(head).from_config(config)
 
 
+def check_loadable(name: str):
+    """Refuse at once a model that has weights nowhere (GPT-3: parameter counts and estimates only)."""
+    conf = model_conf(name)
+    if not name.startswith("tiny_") and conf.get("hub") is None and local_weights(conf) is None:
+        raise ModelError(f"model {name!r} has no weights anywhere; it can only be built on the meta device")
+
+
 def build(name: str, head: str = "base", num_labels: int = 2, device: str | None = None) -> nn.Module:
     """A model by config name: tiny_* and meta-device builds from the architecture, others with weights."""
     conf = model_conf(name)
     if device == "meta" or name.startswith("tiny_"):
         return from_arch(conf["arch"], head, num_labels, device)
+    check_loadable(name)
     path = local_weights(conf) or conf.get("hub")
-    if path is None:
-        raise ModelError(f"model {name!r} has no weights anywhere; it can only be built on the meta device")
     kwargs = {"num_labels": num_labels} if head == "seq_cls" else {}
     try:
         return _auto_class(head).from_pretrained(str(path), dtype=torch.float32, **kwargs)
@@ -170,6 +176,7 @@ def load_tokenizer(name: str):
         return CharTokenizer(conf["arch"]["vocab_size"])
     from transformers import AutoTokenizer
 
+    check_loadable(name)
     path = local_weights(conf) or conf.get("hub")
     try:
         tok = AutoTokenizer.from_pretrained(str(path))

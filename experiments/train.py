@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 import baselines
 import lora
+from baselines.prefix import insert_special_tokens
 from lora.io import load_tensors, read_safetensors, trainable_state
 
-from .models import build, load_tokenizer, model_conf
+from .models import build, check_loadable, load_tokenizer, model_conf
 from .paths import ROOT
 from .runs import RunFolder
 from .tasks import Example, build_task
@@ -33,11 +34,17 @@ from .tasks import Example, build_task
 log = logging.getLogger("lora.train")
 
 
-def encode(tokenizer, examples: list[Example], max_length: int) -> dict[str, torch.Tensor]:
+def encode(tokenizer, examples: list[Example], max_length: int, special: dict | None = None) -> dict[str, torch.Tensor]:
+    """Token ids and mask of a batch; prefix methods' special tokens are placed around each input."""
     pairs = [e.text_b for e in examples] if examples[0].text_b is not None else None
+    if special:
+        max_length -= len(special["prefix"]) + len(special["infix"])
     enc = tokenizer([e.text_a for e in examples], pairs, padding=True, truncation=True, max_length=max_length,
                     return_tensors="pt")  # fmt: skip
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if special:
+        ids, mask = insert_special_tokens(ids, mask, special, tokenizer.pad_token_id)
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
@@ -58,7 +65,7 @@ def evaluate(model, tokenizer, task, examples: list[Example], batch_size: int, d
     model.eval()
     preds = []
     for i in range(0, len(examples), batch_size):
-        enc = encode(tokenizer, examples[i : i + batch_size], task.max_length)
+        enc = encode(tokenizer, examples[i : i + batch_size], task.max_length, getattr(model, "special_tokens", None))
         logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
         preds.append(logits.squeeze(-1) if task.num_labels == 1 else logits.argmax(-1))
     model.train()
@@ -72,8 +79,8 @@ def run(cfg: dict) -> dict:
     random.seed(t["seed"])
     if t["threads"]:
         torch.set_num_threads(t["threads"])
-    arch = model_conf(cfg["model"]["name"])["arch"]
-    baselines.check(cfg["method"]["name"], arch["model_type"])  # refuse before any loading
+    check_loadable(cfg["model"]["name"])  # refuse before any loading
+    baselines.check(cfg["method"]["name"], model_conf(cfg["model"]["name"])["arch"]["model_type"])
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if t["bf16"] else "no")
@@ -92,6 +99,7 @@ def run(cfg: dict) -> dict:
     model = baselines.prepare(model, cfg["method"])
     if t["init_adapter"]:
         _init_from_adapter(model, Path(t["init_adapter"]))
+    special = getattr(model, "special_tokens", None)
     counts = lora.count(model)
     log.info("model %s, method %s, task %s\n%s", cfg["model"]["name"], cfg["method"]["name"], task.name, counts)
 
@@ -123,7 +131,7 @@ def run(cfg: dict) -> dict:
                                 accelerator.process_index, accelerator.num_processes)  # fmt: skip
         for i in range(state["batch"], len(epoch_batches)):
             chunk = [train_set[j] for j in epoch_batches[i]]
-            enc = {k: v.to(device) for k, v in encode(tokenizer, chunk, task.max_length).items()}
+            enc = {k: v.to(device) for k, v in encode(tokenizer, chunk, task.max_length, special).items()}
             labels = torch.tensor([e.label for e in chunk], device=device)
             with accelerator.autocast():
                 loss = loss_fn(model(**enc).logits, labels, t["label_smoothing"])
@@ -232,7 +240,7 @@ def _init_from_adapter(model, file: Path):
 
 
 def _finish(cfg, folder: RunFolder, model, task, state, counts, started) -> dict:
-    if isinstance(lora_config := getattr(model, lora.model.CONFIG_ATTR, None), lora.LoRAConfig) and lora_config:
+    if getattr(model, lora.model.CONFIG_ATTR, None) is not None:
         lora.save(model, folder.path / "adapter.safetensors")
     else:
         from lora.io import write_safetensors

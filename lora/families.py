@@ -30,19 +30,24 @@ class Family:
     blocks: str  # dotted path of the block list, e.g. "encoder.layer" (matched at any prefix)
     weights: dict[str, tuple[str | Part, ...]]  # weight type -> module paths inside one block
     embed: str  # dotted path of the token embedding
+    norms: tuple[str, ...] = ()  # the normalisation layers inside one block
     heads: tuple[str, ...] = ("classifier", "score")  # task heads, trained when config.train_head
 
     def sites(self, model: nn.Module, config: LoRAConfig) -> dict[str, dict[str, tuple[int, int]]]:
         """Modules to adapt: {module name: {weight type: (output offset, output width)}}."""
+        return self.find(model, config.targets, config.layers)
+
+    def find(self, model: nn.Module, targets, layers=None) -> dict[str, dict[str, tuple[int, int]]]:
+        """Modules of these weight types (in these blocks): {name: {weight type: (offset, width)}}."""
         found: dict[str, dict[str, tuple[int, int]]] = {}
         modules = dict(model.named_modules())
         n_blocks = self.num_blocks(modules)
-        if config.layers is not None and config.layers and max(config.layers) >= n_blocks:
+        if layers is not None and layers and max(layers) >= n_blocks:
             raise LoRAError(
-                f"layers={list(config.layers)} but this {self.name} model has {n_blocks} blocks (0..{n_blocks - 1})"
+                f"layers={list(layers)} but this {self.name} model has {n_blocks} blocks (0..{n_blocks - 1})"
             )
-        for t in config.targets:
-            hits = list(self._matches(modules, t, config.layers))
+        for t in targets:
+            hits = list(self._matches(modules, t, layers))
             if not hits:
                 raise LoRAError(
                     f"target {t!r} matches no module of this {self.name} model; "
@@ -58,8 +63,12 @@ class Family:
         return [t for t in WEIGHT_TYPES if t in self.weights or (t == "embed" and self.embed)]
 
     def num_blocks(self, modules: dict[str, nn.Module]) -> int:
+        return len(self.block_names(modules))
+
+    def block_names(self, modules: dict[str, nn.Module]) -> list[str]:
+        """Names of the transformer blocks, in order."""
         pattern = re.compile(rf"(?:^|.*\.){re.escape(self.blocks)}\.(\d+)$")
-        return 1 + max((int(m.group(1)) for n in modules if (m := pattern.match(n))), default=-1)
+        return sorted((n for n in modules if pattern.match(n)), key=lambda n: int(n.rsplit(".", 1)[1]))
 
     def _matches(self, modules, weight_type, layers) -> Iterator[tuple[str, nn.Module, Part | None]]:
         if weight_type == "embed":
@@ -104,6 +113,7 @@ _BERT = Family(
         "mlp_out": ("output.dense",),
     },
     embed="embeddings.word_embeddings",
+    norms=("attention.output.LayerNorm", "output.LayerNorm"),
 )
 
 _DEBERTA_V2 = Family(
@@ -118,6 +128,7 @@ _DEBERTA_V2 = Family(
         "mlp_out": ("output.dense",),
     },
     embed="embeddings.word_embeddings",
+    norms=("attention.output.LayerNorm", "output.LayerNorm"),
 )
 
 _GPT2 = Family(
@@ -132,6 +143,7 @@ _GPT2 = Family(
         "mlp_out": ("mlp.c_proj",),
     },
     embed="wte",
+    norms=("ln_1", "ln_2"),
 )
 
 _LLAMA = Family(
@@ -146,6 +158,7 @@ _LLAMA = Family(
         "mlp_out": ("mlp.down_proj",),
     },
     embed="embed_tokens",
+    norms=("input_layernorm", "post_attention_layernorm"),
 )
 
 # transformers' `config.model_type` -> family. Architectures that share a layout share an entry.

@@ -99,6 +99,16 @@ def test_the_command_line_prints_one_line_and_no_traceback():
     assert [line for line in out.stderr.splitlines() if line.strip()] == [out.stderr.strip()]
 
 
+def test_a_model_without_weights_is_refused_before_anything_loads(tmp_path):
+    from experiments.models import ModelError
+
+    with pytest.raises(
+        ModelError, match="'gpt3_175b' has no weights anywhere; it can only be built on the meta device"
+    ):
+        run(config(tmp_path, "model=gpt3_175b"))
+    assert not (tmp_path / "config.yaml").exists()
+
+
 def test_method_not_supported_on_an_architecture_is_refused_by_name():
     with pytest.raises(baselines.MethodError, match="method 'lora' does not support 'distilbert' models; it supports"):
         baselines.check("lora", "distilbert")

@@ -1,0 +1,149 @@
+"""Every baseline on tiny models: what trains, the paper's parameter formulas, identity at start, save/load."""
+
+import pytest
+import torch
+from conftest import batch
+
+import baselines
+import lora
+from baselines.adapters import count_adapters
+from baselines.prefix import insert_special_tokens
+from experiments.models import build
+
+D, L, I = 32, 2, 64  # the tiny models: hidden size, blocks, MLP width
+APPLIES = {
+    "full_ft": ["bert", "roberta", "deberta", "gpt2", "llama"],
+    "ft_top2": ["bert", "roberta", "deberta", "gpt2", "llama"],
+    "bitfit": ["bert", "roberta", "deberta", "gpt2"],
+    "adapter_h": ["bert", "roberta", "deberta", "gpt2", "llama"],
+    "adapter_l": ["bert", "roberta", "deberta", "gpt2", "llama"],
+    "adapter_p": ["bert", "roberta", "deberta", "gpt2", "llama"],
+    "adapter_d": ["bert", "roberta", "deberta", "gpt2", "llama"],
+    "prefix_embed": ["gpt2", "llama"],
+    "prefix_layer": ["gpt2", "llama"],
+    "lora_prefix_embed": ["gpt2", "llama"],
+    "lora_prefix_layer": ["gpt2", "llama"],
+}
+OPTIONS = {"adapter_h": {"r": 4}, "adapter_l": {"r": 4}, "adapter_p": {"r": 4}, "adapter_d": {"r": 4, "drop_lower": 1},
+           "prefix_embed": {"l_p": 3, "l_i": 2}, "prefix_layer": {"l_p": 3, "l_i": 2}, "ft_top2": {"blocks": 1},
+           "lora_prefix_embed": {"r": 2, "l_p": 3, "l_i": 2}, "lora_prefix_layer": {"r": 2, "l_p": 3, "l_i": 2}}  # fmt: skip
+CASES = [(m, f) for m, fams in APPLIES.items() for f in fams]
+
+
+def tiny(family: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = build(f"tiny_{family}", head="seq_cls").eval()
+    model.config.pad_token_id = 0
+    return model
+
+
+def prepared(method: str, family: str, seed: int = 0):
+    return baselines.prepare(tiny(family, seed), {"name": method, **OPTIONS.get(method, {})})
+
+
+def inputs(model) -> dict:
+    x = batch()
+    if special := getattr(model, "special_tokens", None):
+        x["input_ids"], x["attention_mask"] = insert_special_tokens(x["input_ids"], x["attention_mask"], special, 0)
+    return x
+
+
+def intended(method: str, name: str) -> bool:
+    """Does the method mean to train this parameter? (independent of how it marks them)"""
+    if name.startswith(("classifier", "score")):
+        return True
+    return {
+        "full_ft": lambda: True,
+        "ft_top2": lambda: any(f"{b}.1." in name for b in ("layer", "h", "layers")),  # blocks=1 of 2: the top one
+        "bitfit": lambda: name.endswith(".bias"),
+        "prefix_embed": lambda: ".vectors" in name,
+        "prefix_layer": lambda: ".vectors" in name,
+        "lora_prefix_embed": lambda: ".vectors" in name or ".lora_" in name,
+        "lora_prefix_layer": lambda: ".vectors" in name or ".lora_" in name,
+    }.get(method, lambda: ".adapter." in name)()
+
+
+@pytest.mark.parametrize("method, family", CASES)
+def test_only_the_intended_parameters_receive_gradients(method, family):
+    model = prepared(method, family).train()
+    model(**inputs(model)).logits.pow(2).mean().backward()
+    names = [n for n, _ in model.named_parameters()]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert trainable == {n for n in names if intended(method, n)} == with_grad
+
+
+def expected_count(method: str, family: str, model) -> int:
+    """The paper's formulas (Section 5.1), task head excluded."""
+    o = OPTIONS.get(method, {})
+    if method.startswith("adapter"):
+        r = o["r"]
+        n_adapters = {
+            "adapter_h": 2 * L,
+            "adapter_l": L,
+            "adapter_p": L,
+            "adapter_d": 2 * (L - o.get("drop_lower", 0)),
+        }[method]
+        n_ln = L if method == "adapter_l" else 0
+        return n_adapters * (2 * D * r + r + D) + 2 * n_ln * D
+    if method.endswith("prefix_embed"):
+        return D * (o["l_p"] + o["l_i"])
+    if method.endswith("prefix_layer"):
+        return L * D * (o["l_p"] + o["l_i"])
+    raise KeyError(method)
+
+
+@pytest.mark.parametrize("method, family", [c for c in CASES if c[0].startswith(("adapter", "prefix"))])
+def test_trainable_count_equals_the_papers_formula(method, family):
+    model = prepared(method, family)
+    c = lora.count(model)
+    assert c.trainable - c.by_type.get("head", 0) == expected_count(method, family, model)
+    if method.startswith("adapter"):
+        assert count_adapters(model)[0] * (2 * D * 4 + 4 + D) <= c.trainable
+
+
+def test_houlsby_with_layernorms_adds_2_lhat_ln_d():
+    model = baselines.prepare(tiny("bert"), {"name": "adapter_h", "r": 4, "train_layernorm": True})
+    c = lora.count(model)
+    assert count_adapters(model) == (2 * L, 2 * L)
+    assert c.trainable - c.by_type["head"] == 2 * L * (2 * D * 4 + 4 + D) + 2 * (2 * L) * D
+
+
+def test_bitfit_and_top2_counts_in_closed_form():
+    # BERT block biases: q, k, v, attention out, 2 LayerNorms (d each), MLP in (I), MLP out (d);
+    # plus the embedding LayerNorm and pooler biases.
+    c = lora.count(prepared("bitfit", "bert"))
+    assert c.trainable - c.by_type["head"] == L * (7 * D + I) + 2 * D
+    block = 4 * (D * D + D) + 2 * 2 * D + (D * I + I) + (I * D + D)
+    c = lora.count(baselines.prepare(tiny("bert"), {"name": "ft_top2"}))  # the default: the top 2 blocks
+    assert c.trainable - c.by_type["head"] == 2 * block
+
+
+@pytest.mark.parametrize("method, family", [c for c in CASES if c[0].startswith("adapter")])
+def test_adapters_start_as_the_identity(method, family):
+    base = tiny(family)
+    x = batch()
+    with torch.no_grad():
+        assert torch.equal(prepared(method, family)(**x).logits, base(**x).logits)
+
+
+@pytest.mark.parametrize("method, family", CASES)
+def test_save_load_round_trip(method, family, tmp_path):
+    model = prepared(method, family)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
+    baselines.save(model, tmp_path / "a.safetensors")
+    fresh = baselines.load(tiny(family), tmp_path / "a.safetensors")
+    with torch.no_grad():
+        assert torch.equal(fresh(**inputs(fresh)).logits, model(**inputs(model)).logits)
+
+
+def test_methods_refuse_models_they_do_not_apply_to():
+    with pytest.raises(baselines.MethodError, match="'bitfit' does not support 'llama' models .*no bias vectors"):
+        baselines.prepare(tiny("llama"), {"name": "bitfit"})
+    with pytest.raises(baselines.MethodError, match="'prefix_layer' does not support 'bert' models .*decoders"):
+        baselines.prepare(tiny("bert"), {"name": "prefix_layer"})
+    with pytest.raises(baselines.MethodError, match="drop_lower=2 must leave at least one of the 2 blocks"):
+        baselines.prepare(tiny("bert"), {"name": "adapter_d", "drop_lower": 2})
