@@ -10,7 +10,7 @@ from baselines.adapters import count_adapters
 from baselines.prefix import insert_special_tokens
 from experiments.models import build
 
-D, L, I = 32, 2, 64  # the tiny models: hidden size, blocks, MLP width
+D, L, FFN = 32, 2, 64  # the tiny models: hidden size, blocks, MLP width
 APPLIES = {
     "full_ft": ["bert", "roberta", "deberta", "gpt2", "llama"],
     "ft_top2": ["bert", "roberta", "deberta", "gpt2", "llama"],
@@ -26,7 +26,8 @@ APPLIES = {
 }
 OPTIONS = {"adapter_h": {"r": 4}, "adapter_l": {"r": 4}, "adapter_p": {"r": 4}, "adapter_d": {"r": 4, "drop_lower": 1},
            "prefix_embed": {"l_p": 3, "l_i": 2}, "prefix_layer": {"l_p": 3, "l_i": 2}, "ft_top2": {"blocks": 1},
-           "lora_prefix_embed": {"r": 2, "l_p": 3, "l_i": 2}, "lora_prefix_layer": {"r": 2, "l_p": 3, "l_i": 2}}  # fmt: skip
+           "lora_prefix_embed": {"r": 2, "l_p": 3, "l_i": 2},
+           "lora_prefix_layer": {"r": 2, "l_p": 3, "l_i": 2}}  # fmt: skip
 CASES = [(m, f) for m, fams in APPLIES.items() for f in fams]
 
 
@@ -54,7 +55,7 @@ def intended(method: str, name: str) -> bool:
         return True
     return {
         "full_ft": lambda: True,
-        "ft_top2": lambda: any(f"{b}.1." in name for b in ("layer", "h", "layers")),  # blocks=1 of 2: the top one
+        "ft_top2": lambda: any(f"{b}.1." in name for b in ("layer", "h", "layers")),  # blocks=1: the top block
         "bitfit": lambda: name.endswith(".bias"),
         "prefix_embed": lambda: ".vectors" in name,
         "prefix_layer": lambda: ".vectors" in name,
@@ -113,8 +114,8 @@ def test_bitfit_and_top2_counts_in_closed_form():
     # BERT block biases: q, k, v, attention out, 2 LayerNorms (d each), MLP in (I), MLP out (d);
     # plus the embedding LayerNorm and pooler biases.
     c = lora.count(prepared("bitfit", "bert"))
-    assert c.trainable - c.by_type["head"] == L * (7 * D + I) + 2 * D
-    block = 4 * (D * D + D) + 2 * 2 * D + (D * I + I) + (I * D + D)
+    assert c.trainable - c.by_type["head"] == L * (7 * D + FFN) + 2 * D
+    block = 4 * (D * D + D) + 2 * 2 * D + (D * FFN + FFN) + (FFN * D + D)
     c = lora.count(baselines.prepare(tiny("bert"), {"name": "ft_top2"}))  # the default: the top 2 blocks
     assert c.trainable - c.by_type["head"] == 2 * block
 
