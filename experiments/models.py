@@ -62,19 +62,25 @@ def from_arch(
         return _auto_class(head).from_config(config)
 
 
-def check_loadable(name: str):
+def _conf(model: str | dict) -> dict:
+    return model_conf(model) if isinstance(model, str) else model
+
+
+def check_loadable(model: str | dict):
     """Refuse at once a model that has weights nowhere (GPT-3: parameter counts and estimates only)."""
-    conf = model_conf(name)
-    if not name.startswith("tiny_") and conf.get("hub") is None and local_weights(conf) is None:
-        raise ModelError(f"model {name!r} has no weights anywhere; it can only be built on the meta device")
+    conf = _conf(model)
+    if not conf.get("random") and conf.get("hub") is None and local_weights(conf) is None:
+        raise ModelError(f"model {conf['name']!r} has no weights anywhere; it can only be built on the meta device")
 
 
-def build(name: str, head: str = "base", num_labels: int = 2, device: str | None = None) -> nn.Module:
-    """A model by config name: tiny_* and meta-device builds from the architecture, others with weights."""
-    conf = model_conf(name)
-    if device == "meta" or name.startswith("tiny_"):
-        return from_arch(conf["arch"], head, num_labels, device)
-    check_loadable(name)
+def build(model: str | dict, head: str = "base", num_labels: int = 2, device: str | None = None, seed: int = 0):
+    """A model by config name or composed config (`model.hub=/path` overrides apply): `random: true`
+    models and meta-device builds come from the architecture, the others with their weights."""
+    conf = _conf(model)
+    name = conf["name"]
+    if device == "meta" or conf.get("random"):
+        return from_arch(conf["arch"], head, num_labels, device, seed)
+    check_loadable(conf)
     path = local_weights(conf) or conf.get("hub")
     kwargs = {"num_labels": num_labels} if head == "seq_cls" else {}
     try:
@@ -169,14 +175,15 @@ class CharTokenizer:
         return [self.decode(r, skip_special_tokens) for r in rows]
 
 
-def load_tokenizer(name: str):
-    """The tokenizer of a model config; tiny models get a `CharTokenizer`. A pad token is always set."""
-    conf = model_conf(name)
-    if name.startswith("tiny_"):
+def load_tokenizer(model: str | dict):
+    """The tokenizer of a model config; random models get a `CharTokenizer`. A pad token is always set."""
+    conf = _conf(model)
+    name = conf["name"]
+    if conf.get("random"):
         return CharTokenizer(conf["arch"]["vocab_size"])
     from transformers import AutoTokenizer
 
-    check_loadable(name)
+    check_loadable(conf)
     path = local_weights(conf) or conf.get("hub")
     try:
         tok = AutoTokenizer.from_pretrained(str(path))

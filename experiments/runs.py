@@ -51,6 +51,8 @@ class RunFolder:
         if metrics.exists() and json.loads(metrics.read_text()).get("status") == "complete":
             raise RunError(f"{self.path} already holds a finished run; choose a new trainer.output_dir")
         saved = self.path / "config.yaml"
+        if self.path.exists() and any(self.path.iterdir()) and not saved.exists():
+            raise RunError(f"{self.path} already holds other files; choose a new (or empty) trainer.output_dir")
         if saved.exists():
             differ = config_diff(yaml.safe_load(saved.read_text()), config)
             if differ:

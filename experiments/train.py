@@ -1,12 +1,14 @@
 """The training loop: config -> model + method -> task data -> training -> run folder.
 
-Built on accelerate, so the same loop runs on a CPU, one GPU or several processes. Resuming from a
+Built on accelerate, so the same loop runs on a CPU or a GPU (several processes come with the
+scale-out work: the data sharding is in place, the step count and saving are not yet). Resuming from a
 checkpoint restores the trained parameters, the optimizer, the schedule, the RNG and the position in
 the data, so an interrupted and resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import platform
@@ -26,9 +28,9 @@ import lora
 from baselines.prefix import insert_special_tokens
 from lora.io import load_tensors, read_safetensors, trainable_state
 
-from .models import build, check_loadable, load_tokenizer, model_conf
+from .models import build, check_loadable, load_tokenizer
 from .paths import ROOT
-from .runs import RunFolder
+from .runs import RunError, RunFolder
 from .tasks import Example, build_task
 
 log = logging.getLogger("lora.train")
@@ -54,8 +56,8 @@ def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world
     return [chunk[rank::world] for chunk in full if len(chunk[rank::world])]
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float) -> torch.Tensor:
-    if logits.shape[-1] == 1:  # regression (STS-B)
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float, regression: bool) -> torch.Tensor:
+    if regression:  # STS-B
         return F.mse_loss(logits.squeeze(-1).float(), labels.float())
     return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
@@ -67,7 +69,7 @@ def evaluate(model, tokenizer, task, examples: list[Example], batch_size: int, d
     for i in range(0, len(examples), batch_size):
         enc = encode(tokenizer, examples[i : i + batch_size], task.max_length, getattr(model, "special_tokens", None))
         logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
-        preds.append(logits.squeeze(-1) if task.num_labels == 1 else logits.argmax(-1))
+        preds.append(logits.squeeze(-1) if task.regression else logits.argmax(-1))
     model.train()
     return task.score(torch.cat(preds).numpy(), np.array([e.label for e in examples]))
 
@@ -75,12 +77,13 @@ def evaluate(model, tokenizer, task, examples: list[Example], batch_size: int, d
 def run(cfg: dict) -> dict:
     """Train and evaluate one model x method x task; returns metrics.json's content."""
     t = cfg["trainer"]
+    validate(t)
     torch.manual_seed(t["seed"])
     random.seed(t["seed"])
     if t["threads"]:
         torch.set_num_threads(t["threads"])
-    check_loadable(cfg["model"]["name"])  # refuse before any loading
-    baselines.check(cfg["method"]["name"], model_conf(cfg["model"]["name"])["arch"]["model_type"])
+    check_loadable(cfg["model"])  # refuse before any loading
+    baselines.check(cfg["method"]["name"], cfg["model"]["arch"]["model_type"])
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if t["bf16"] else "no")
@@ -91,8 +94,8 @@ def run(cfg: dict) -> dict:
     task = build_task(cfg["task"])
     train_set = task.examples("train")[: t["train_limit"]]
     eval_sets = {s: task.examples(s)[: t["eval_limit"]] for s in task.eval_splits}
-    tokenizer = load_tokenizer(cfg["model"]["name"])
-    model = build(cfg["model"]["name"], head="seq_cls", num_labels=task.num_labels)
+    tokenizer = load_tokenizer(cfg["model"])
+    model = build(cfg["model"], head="seq_cls", num_labels=task.num_labels, seed=t["seed"])
     if model.config.pad_token_id is None:  # decoder classifiers find the last token through the pad id
         model.config.pad_token_id = tokenizer.pad_token_id
     task.max_length = min(task.max_length, max_positions(model.config))
@@ -134,7 +137,7 @@ def run(cfg: dict) -> dict:
             enc = {k: v.to(device) for k, v in encode(tokenizer, chunk, task.max_length, special).items()}
             labels = torch.tensor([e.label for e in chunk], device=device)
             with accelerator.autocast():
-                loss = loss_fn(model(**enc).logits, labels, t["label_smoothing"])
+                loss = loss_fn(model(**enc).logits, labels, t["label_smoothing"], task.regression)
             accelerator.backward(loss / t["grad_accum"])
             seen += len(chunk)
             state["batch"] = i + 1
@@ -175,6 +178,21 @@ def run(cfg: dict) -> dict:
     return metrics
 
 
+def validate(t: dict):
+    """Range checks Hydra's types cannot express; one clear line each."""
+    positive = ("lr", "batch_size", "eval_batch_size", "grad_accum", "log_every")
+    for key in positive:
+        if not t[key] > 0:
+            raise RunError(f"trainer.{key} must be > 0, got {t[key]}")
+    for key in ("max_steps", "eval_every", "save_every", "eval_limit", "train_limit", "stop_after"):
+        if t[key] is not None and t[key] < 1:
+            raise RunError(f"trainer.{key} must be >= 1 or null, got {t[key]}")
+    if t["max_steps"] is None and not t["epochs"] > 0:
+        raise RunError(f"trainer.epochs must be > 0 (or set trainer.max_steps), got {t['epochs']}")
+    if not 0 <= t["warmup_ratio"] < 1 or t["warmup_steps"] < 0 or not 0 <= t["label_smoothing"] < 1:
+        raise RunError("trainer.warmup_ratio and trainer.label_smoothing must be in [0, 1), warmup_steps >= 0")
+
+
 def max_positions(config) -> int:
     """The longest input the model takes (RoBERTa reserves two positions for its padding offset)."""
     n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9
@@ -202,7 +220,7 @@ def _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_ru
     }
     state["evals"].append(record)
     key = f"{main_split}/{task.metric}"
-    if state["best"] is None or record[key] > state["best"][key]:
+    if state["best"] is None or not record[key] <= state["best"][key]:  # NaN never stays the best
         state["best"] = record
     log.info("eval step %d: %s", state["step"], ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "/" in k))
     if wandb_run:
@@ -234,9 +252,18 @@ def _tuples(x):
 
 
 def _init_from_adapter(model, file: Path):
-    """Copy the LoRA matrices of another run's adapter (the paper starts MRPC, RTE, STS-B from MNLI)."""
-    tensors, _ = read_safetensors(file if file.suffix else file / "adapter.safetensors")
-    load_tensors(model, {k: v for k, v in tensors.items() if ".lora_" in k}, source=file, base_model="?")
+    """Copy the LoRA matrices of another run's adapter (the paper starts MRPC, RTE, STS-B from MNLI);
+    the task head is new. The adapter's LoRA config must equal this run's."""
+    ours = getattr(model, lora.model.CONFIG_ATTR, None)
+    if ours is None:
+        raise RunError("trainer.init_adapter needs a LoRA method; this run's method has no LoRA matrices")
+    file = file if file.suffix else file / "adapter.safetensors"
+    tensors, meta = read_safetensors(file)
+    theirs = lora.LoRAConfig.from_dict(json.loads(meta["lora_config"])) if "lora_config" in meta else None
+    keys = ("r", "alpha", "targets", "layers", "rslora")
+    if theirs is None or any(getattr(theirs, k) != getattr(ours, k) for k in keys):
+        raise RunError(f"{file} was trained with LoRA {theirs}; this run uses {ours}: they must agree on {keys}")
+    load_tensors(model, {k: v for k, v in tensors.items() if ".lora_" in k}, source=file, base_model="?", partial=True)
 
 
 def _finish(cfg, folder: RunFolder, model, task, state, counts, started) -> dict:

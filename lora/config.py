@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 WEIGHT_TYPES = ("q", "k", "v", "o", "mlp_in", "mlp_out", "embed")
@@ -46,7 +46,6 @@ class LoRAConfig:
     layers: tuple[int, ...] | None = None  # transformer blocks to adapt; None = all
     rslora: bool = False
     train_head: bool = True  # a task head (classifier, score) is trained alongside, as in the paper
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         targets = self.targets
@@ -108,7 +107,7 @@ class LoRAConfig:
         return self.alpha_of(weight_type) / (math.sqrt(r) if self.rslora else r)
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["targets"] = list(self.targets)
         d["layers"] = None if self.layers is None else list(self.layers)
         return d
@@ -120,12 +119,13 @@ class LoRAConfig:
         >>> LoRAConfig.from_dict(LoRAConfig(r=4).to_dict()) == LoRAConfig(r=4)
         True
         """
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise LoRAError(f"unknown LoRA config keys {unknown}; known keys are {sorted(known)}")
         d = dict(d)
         for key in ("targets", "layers"):
-            if d.get(key) is not None:
-                d[key] = tuple(d[key])
+            value = d.get(key)
+            if value is not None:  # a single value from the command line (targets=q, layers=3) is one item
+                d[key] = (value,) if isinstance(value, str | int) else tuple(value)
         return cls(**d)

@@ -129,6 +129,7 @@ _DEBERTA_V2 = Family(
     },
     embed="embeddings.word_embeddings",
     norms=("attention.output.LayerNorm", "output.LayerNorm"),
+    heads=("classifier", "pooler"),  # DeBERTa's sequence classifier pools with a newly initialised layer
 )
 
 _GPT2 = Family(

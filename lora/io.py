@@ -99,7 +99,12 @@ def attach(model: nn.Module, config: LoRAConfig, source: Path):
 
 
 @torch.no_grad()
-def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path, base_model: str):
+def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path, base_model: str, partial=False):
+    """Copy `tensors` into the model's parameters of the same names, after checking names and shapes.
+
+    Unless `partial`, every trainable parameter must be in the file: a file that lacks the task head
+    or the biases is an error, not a silent half-load.
+    """
     params = dict(model.named_parameters())
     unknown = [k for k in tensors if k not in params]
     if unknown:
@@ -114,10 +119,12 @@ def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pat
                 f"{tuple(params[k].shape)} in the model; it was trained on {base_model}"
             )
     layers = list(lora_layers(model))
-    missing = [f"{n}.lora_{m}.{t}" for n, layer in layers for t in layer.slots for m in "AB"]
-    missing = [k for k in missing if k not in tensors]
+    wanted = [f"{n}.lora_{m}.{t}" for n, layer in layers for t in layer.slots for m in "AB"]
+    if not partial:
+        wanted += [n for n, p in params.items() if p.requires_grad]
+    missing = sorted({k for k in wanted if k not in tensors})
     if missing:
-        raise LoRAError(f"{source} lacks {len(missing)} LoRA tensors this model has (first: {missing[0]})")
+        raise LoRAError(f"{source} lacks {len(missing)} trained tensors this model has (first: {missing[0]})")
     merged = [layer for _, layer in layers if layer.merged]
     for layer in merged:
         layer.unmerge()

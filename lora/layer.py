@@ -90,8 +90,10 @@ class LoRALayer(nn.Module):
                 # One fused GEMM: y + scale * (h B^T), no temporary of the output's size.
                 y2 = torch.addmm(y2, hs, self.lora_B[t].t(), alpha=s.scale)
             else:
-                # In place on the fresh base output: its backward (addmm) never reads it.
-                y2.narrow(1, s.offset, s.width).addmm_(hs, self.lora_B[t].t(), alpha=s.scale)
+                # In place on the fresh base output (its backward never reads it); the delta is computed
+                # out of place so autocast picks its dtype, then cast to the output's.
+                delta = F.linear(hs, self.lora_B[t])
+                y2.narrow(1, s.offset, s.width).add_(delta.to(y2.dtype), alpha=s.scale)
         return y2.view(y.shape)
 
     def delta_weight(self, weight_type: str) -> torch.Tensor:

@@ -104,10 +104,10 @@ def unmerge(model: nn.Module) -> nn.Module:
     return model
 
 
-def unload(model: nn.Module, merge: bool = True) -> nn.Module:
-    """Put the plain base layers back (merged first by default): a plain transformers model again."""
+def unload(model: nn.Module, merged: bool = True) -> nn.Module:
+    """Put the plain base layers back, with Delta W merged in (or not): a plain transformers model again."""
+    merge(model) if merged else unmerge(model)
     for name, layer in list(lora_layers(model)):
-        layer.merge() if merge else layer.unmerge()
         _replace(model, name, layer.base)
     if hasattr(model, CONFIG_ATTR):
         delattr(model, CONFIG_ATTR)

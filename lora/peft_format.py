@@ -163,6 +163,11 @@ def _check_supported(cfg: dict, source: Path):
         if key in _READ or value in (None, False, {}, [], "") or _HARMLESS.get(key) == value:
             continue
         raise LoRAError(f"{source} sets {key}={value!r}, which this library does not implement; remove it or use PEFT")
+    if cfg.get("init_lora_weights", True) not in (True, False, "gaussian"):
+        raise LoRAError(
+            f"{source} uses init_lora_weights={cfg['init_lora_weights']!r}, which changes the base weights; "
+            "only adapters over an unmodified base can be loaded"
+        )
     if cfg.get("bias", "none") not in ("none", "all", "lora_only"):
         raise LoRAError(f"{source} has bias={cfg.get('bias')!r}; expected none, all or lora_only")
 

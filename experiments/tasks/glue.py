@@ -26,6 +26,7 @@ class GlueSpec:
     eval_splits: tuple[str, ...] = ("dev",)
     header: tuple[str, ...] | None = None  # for files without a header row (CoLA)
     hub_eval: dict | None = None  # our split name -> hub split name, where they differ
+    regression: bool = False  # a real-valued score (STS-B) instead of classes
 
 
 SPECS = {
@@ -39,11 +40,9 @@ SPECS = {
     "qnli": GlueSpec("QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("accuracy",)),
     "qqp": GlueSpec("QQP", ("question1", "question2"), "is_duplicate", None, ("accuracy", "f1")),
     "rte": GlueSpec("RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("accuracy",)),
-    "stsb": GlueSpec("STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman")),
+    "stsb": GlueSpec("STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"), regression=True),
 }  # fmt: skip
 
-_HUB_NAMES = {"mnli": "mnli", "sst2": "sst2", "mrpc": "mrpc", "cola": "cola", "qnli": "qnli", "qqp": "qqp",
-              "rte": "rte", "stsb": "stsb"}  # fmt: skip
 _HUB_TEXT = {"mnli": ("premise", "hypothesis"), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
              "cola": ("sentence",), "qnli": ("question", "sentence"), "qqp": ("question1", "question2"),
              "rte": ("sentence1", "sentence2"), "stsb": ("sentence1", "sentence2")}  # fmt: skip
@@ -52,14 +51,13 @@ _HUB_TEXT = {"mnli": ("premise", "hypothesis"), "sst2": ("sentence",), "mrpc": (
 class GlueTask:
     """One GLUE task: its examples, its number of labels and its official metrics."""
 
-    kind = "classification"
-
     def __init__(self, name: str, data_dir: str | None = None, hub: bool = True, max_length: int = 128, **_):
         if name not in SPECS:
             raise TaskError(f"unknown GLUE task {name!r}; choose from {', '.join(SPECS)}")
         self.name, self.spec, self.hub, self.max_length = name, SPECS[name], hub, max_length
         self.dir = Path(data_dir) if data_dir else default_dir()
-        self.num_labels = 1 if name == "stsb" else len(self.spec.labels or (0, 1))
+        self.regression = self.spec.regression
+        self.num_labels = 1 if self.regression else len(self.spec.labels or (0, 1))
         self.metric = self.spec.metrics[0]
         self.eval_splits = self.spec.eval_splits
 
@@ -83,7 +81,7 @@ class GlueTask:
         from datasets import load_dataset
 
         hub_split = {"train": "train", "dev": "validation", **(self.spec.hub_eval or {})}[split]
-        rows = load_dataset("nyu-mll/glue", _HUB_NAMES[self.name], split=hub_split)
+        rows = load_dataset("nyu-mll/glue", self.name, split=hub_split)
         cols = _HUB_TEXT[self.name]
         return [Example(r[cols[0]], r[cols[1]] if len(cols) > 1 else None, r["label"]) for r in rows]
 
@@ -112,10 +110,12 @@ def read_tsv(file: Path, spec: GlueSpec) -> list[Example]:
     for i, row in enumerate(rows):
         raw = row[spec.label]
         try:
-            label = spec.labels.index(raw) if spec.labels else float(raw) if spec.folder == "STS-B" else int(raw)
+            label = spec.labels.index(raw) if spec.labels else float(raw) if spec.regression else int(raw)
         except (ValueError, TypeError):
             raise TaskError(f"{file} row {i + 2}: label {raw!r} is not one of {spec.labels or 'the numbers'}") from None
         texts = [row[c] for c in spec.text]
+        if any(t is None for t in texts):
+            raise TaskError(f"{file} row {i + 2} has too few columns (tab-separated {', '.join(spec.text)} expected)")
         out.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label))
     return out
 

@@ -51,7 +51,7 @@ def inputs(model) -> dict:
 
 def intended(method: str, name: str) -> bool:
     """Does the method mean to train this parameter? (independent of how it marks them)"""
-    if name.startswith(("classifier", "score")):
+    if name.startswith(("classifier", "score", "pooler.")):  # task heads (DeBERTa pools with a new layer)
         return True
     return {
         "full_ft": lambda: True,

@@ -45,12 +45,27 @@ def test_every_model_method_and_task_composes():
             assert (cfg["model"]["name"], cfg["method"]["name"], cfg["task"]["name"]) == (model, method, task)
 
 
+def should_refuse(model_type: str, method: str, blocks: int) -> bool:
+    """The combinations the paper does not use, or that cannot exist, and must be refused."""
+    decoder = model_type in ("gpt2", "llama")
+    return (
+        ("prefix" in method and not decoder)
+        or (method == "bitfit" and model_type == "llama")  # no bias vectors
+        or (method == "adapter_d" and blocks <= 2)  # drop_lower=2 would drop every adapter of a tiny model
+    )
+
+
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("method", METHODS)
-def test_every_method_prepares_every_model_on_the_meta_device(model, method):
+def test_every_method_prepares_every_model_on_the_meta_device_or_refuses_clearly(model, method):
     cfg = OmegaConf.to_container(compose([f"model={model}", f"method={method}"]), resolve=True)
-    prepared = baselines.prepare(build(model, head="seq_cls", device="meta"), cfg["method"])
-    c = lora.count(prepared)
+    built = build(model, head="seq_cls", device="meta")
+    model_type, blocks = built.config.model_type, built.config.num_hidden_layers
+    if should_refuse(model_type, method, blocks):
+        with pytest.raises(baselines.MethodError, match=method):
+            baselines.prepare(built, cfg["method"])
+        return
+    c = lora.count(baselines.prepare(built, cfg["method"]))
     assert 0 < c.trainable <= c.total
     assert (c.trainable == c.total) == (method == "full_ft")
 
@@ -185,3 +200,51 @@ def test_wandb_logging_works_offline(tmp_path, monkeypatch):
     run(config(tmp_path, "model=tiny_bert", "task=rte", "logger=wandb", *TINY))
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert runs and any(runs[0].rglob("*.wandb"))
+
+
+# --- regressions found in review -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.batch_size=0", "trainer.batch_size must be > 0"),
+        ("trainer.grad_accum=0", "trainer.grad_accum must be > 0"),
+        ("trainer.eval_limit=0", "trainer.eval_limit must be >= 1 or null"),
+        ("trainer.max_steps=null", None),  # with epochs=0 below
+    ],
+)
+def test_trainer_values_out_of_range_are_one_clear_error(override, message, tmp_path):
+    extra = ("trainer.epochs=0",) if message is None else ()
+    with pytest.raises(RunError, match=message or "trainer.epochs must be > 0"):
+        run(config(tmp_path, "model=tiny_bert", "task=rte", *TINY, override, *extra))
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_a_folder_holding_other_files_is_never_claimed(tmp_path):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    with pytest.raises(RunError, match="already holds other files"):
+        run(config(tmp_path, "model=tiny_bert", "task=rte", *TINY))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]
+
+
+def test_init_adapter_refuses_another_lora_config_or_a_method_without_lora(tmp_path):
+    source = tmp_path / "source"
+    run(config(source, "model=tiny_bert", "task=rte", *TINY))
+    adapter = f"trainer.init_adapter={source}/adapter.safetensors"
+    with pytest.raises(RunError, match="must agree on"):
+        run(config(tmp_path / "a", "model=tiny_bert", "task=rte", *TINY, adapter, "method.alpha=32"))
+    with pytest.raises(RunError, match="needs a LoRA method"):
+        run(config(tmp_path / "b", "model=tiny_bert", "task=rte", *TINY, adapter, "method=full_ft"))
+
+
+def test_model_overrides_on_the_command_line_are_used(tmp_path):
+    from experiments.models import ModelError
+
+    with pytest.raises(ModelError, match="cannot load 'minilm_l6' from /nowhere/minilm"):
+        build(config(tmp_path, "model.hub=/nowhere/minilm", "model.local=null")["model"], head="seq_cls")
+
+
+def test_the_seed_reaches_randomly_initialised_models():
+    w = [build("tiny_bert", seed=s).embeddings.word_embeddings.weight for s in (0, 0, 1)]
+    assert torch.equal(w[0], w[1]) and not torch.equal(w[0], w[2])

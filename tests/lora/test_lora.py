@@ -317,3 +317,48 @@ def test_gradients_equal_peft_on_gpt2_fused_slices(tmp_path):
     peft_b = theirs.base_model.model.transformer.h[1].attn.c_attn.lora_B["default"].weight.grad
     # Unequal slot scales (4/2 for q, 4/3 for v) are folded into PEFT's B, so its B gradient is ours / scale.
     assert torch.allclose(layer.lora_B["v"].grad, peft_b[64:, 2:] * 4 / 3, rtol=1e-4, atol=1e-6)
+
+
+# --- regressions found in review -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])  # tied input and output embeddings
+def test_unload_with_an_adapted_tied_embedding_keeps_outputs(family):
+    model = randomize_lora(lora.apply(tiny(family), LoRAConfig(r=2, targets=("q", "embed"))), std=0.1)
+    expected = logits(model, batch())
+    lora.unload(model)
+    assert rel_err(logits(model, batch()), expected) < 1e-5
+
+
+def test_bf16_autocast_through_gpt2_fused_slices():
+    model = randomize_lora(lora.apply(tiny("gpt2").train(), LoRAConfig(r={"q": 2, "v": 2})))
+    x = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**x, labels=x["input_ids"]).loss
+    loss.backward()
+    assert all(layer.lora_B["v"].grad is not None for _, layer in lora.lora_layers(model))
+
+
+def test_config_from_the_command_line_accepts_single_values():
+    c = LoRAConfig.from_dict({"targets": "mlp_in", "layers": 3})
+    assert (c.targets, c.layers) == (("mlp_in",), (3,))
+
+
+def test_a_file_missing_trained_tensors_is_refused(tmp_path):
+    from lora.io import read_safetensors, write_safetensors
+
+    file = lora.save(lora.apply(tiny("bert"), LoRAConfig(r=2)), tmp_path / "a.safetensors")
+    tensors, meta = read_safetensors(file)
+    write_safetensors({k: v for k, v in tensors.items() if not k.startswith("classifier")}, meta, file)
+    with pytest.raises(LoRAError, match="lacks 2 trained tensors this model has \\(first: classifier.bias\\)"):
+        lora.load(tiny("bert"), file)
+
+
+def test_peft_adapters_that_modify_the_base_are_refused(tmp_path):
+    import json
+
+    lora.save(lora.apply(tiny("llama"), LoRAConfig(r=2)), tmp_path, format="peft")
+    cfg = json.loads((tmp_path / "adapter_config.json").read_text())
+    (tmp_path / "adapter_config.json").write_text(json.dumps({**cfg, "init_lora_weights": "pissa"}))
+    with pytest.raises(LoRAError, match="init_lora_weights='pissa', which changes the base weights"):
+        lora.load(tiny("llama"), tmp_path)
