@@ -148,3 +148,13 @@ def test_methods_refuse_models_they_do_not_apply_to():
         baselines.prepare(tiny("bert"), {"name": "prefix_layer"})
     with pytest.raises(baselines.MethodError, match="drop_lower=2 must leave at least one of the 2 blocks"):
         baselines.prepare(tiny("bert"), {"name": "adapter_d", "drop_lower": 2})
+
+
+def test_latency_benchmark_compares_models_that_compute_the_same_function():
+    from benchmarks.latency import configs
+
+    models = configs(build("tiny_gpt2", head="base").eval(), "0.5M")
+    ids = torch.randint(3, 120, (2, 9))
+    with torch.no_grad():
+        outs = [m(input_ids=ids).last_hidden_state for m in models.values()]
+    assert len(outs) == 4 and all(torch.equal(o, outs[0]) for o in outs)
