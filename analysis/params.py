@@ -51,11 +51,18 @@ _FT_NOTE = (
     "(175,255.8M) is 0.4% above the 175B-configuration built here"
 )
 _TRUNCATED_NOTE = "LoRA+PreEmbed: 37.90M by the formulas; Table 15 seems to truncate (37.8), as for 301.9M and 603.8M"
+_ADAPTER_D_NOTE = (
+    "RoBERTa-base AdapterD: the paper publishes neither bottleneck nor dropped blocks; r=32 without the adapters "
+    "of the 3 lowest blocks is one setting that gives its 0.9M (a reconstruction, not the paper's setting)"
+)
+_INFERRED_NOTE = "GPT-2 AdapterL: the paper prints no bottleneck; these r are the ones whose counts match its figures"
 _BITFIT_NOTE = "BitFit: every bias vector, LayerNorm biases included; the paper does not say which it counted"
 
 SETTINGS = [
     Setting("RoBERTa-base FT", "roberta_base", {"name": "full_ft"}, "125.0", "Table 2", _FT_NOTE),
     Setting("RoBERTa-base BitFit", "roberta_base", {"name": "bitfit"}, "0.1", "Table 2", _BITFIT_NOTE),
+    Setting("RoBERTa-base AdapterD r=32 drop 3", "roberta_base", {"name": "adapter_d", "r": 32, "drop_lower": 3},
+            "0.9", "Table 2", _ADAPTER_D_NOTE),
     Setting("RoBERTa-base LoRA r=8 (q,v)", "roberta_base", _lora(8), "0.3", "Table 2"),
     Setting("RoBERTa-large FT", "roberta_large", {"name": "full_ft"}, "355.0", "Table 2", _FT_NOTE),
     Setting("RoBERTa-large LoRA r=8 (q,v)", "roberta_large", _lora(8), "0.8", "Table 2"),
@@ -69,8 +76,11 @@ SETTINGS = [
     Setting("DeBERTa-XXL LoRA r=16 (q,v)", "deberta_v2_xxlarge", _lora(16), "4.7", "Table 2"),
     Setting("GPT-2 M FT", "gpt2_medium", {"name": "full_ft"}, "354.92", "Table 3", _FT_NOTE),
     Setting("GPT-2 M FT-Top2", "gpt2_medium", {"name": "ft_top2"}, "25.19", "Table 3"),
+    Setting("GPT-2 M AdapterL r=224", "gpt2_medium", {"name": "adapter_l", "r": 224}, "11.09", "Table 3",
+            _INFERRED_NOTE),
     Setting("GPT-2 M LoRA r=4 (q,v)", "gpt2_medium", _lora(4), "0.35", "Table 3", _GPT2_NOTE),
     Setting("GPT-2 L FT", "gpt2_large", {"name": "full_ft"}, "774.03", "Table 3", _FT_NOTE),
+    Setting("GPT-2 L AdapterL r=8", "gpt2_large", {"name": "adapter_l", "r": 8}, "0.88", "Table 3", _INFERRED_NOTE),
     Setting("GPT-2 L LoRA r=4 (q,v)", "gpt2_large", _lora(4), "0.77", "Table 3", _GPT2_NOTE),
     Setting("GPT-3 FT", "gpt3_175b", {"name": "full_ft"}, "175255.8", "Table 4", _FT_NOTE),
     Setting("GPT-3 BitFit", "gpt3_175b", {"name": "bitfit"}, "14.2", "Table 4", _BITFIT_NOTE),
@@ -85,6 +95,8 @@ SETTINGS = [
     Setting("GPT-3 LoRA+PreEmbed r=8 l_p=8 l_i=4", "gpt3_175b",
             {"name": "lora_prefix_embed", "r": 8, "l_p": 8, "l_i": 4}, "37.8", "Table 15 (App. F)",
             _TRUNCATED_NOTE),
+    Setting("GPT-3 LoRA+PreLayer r=8 l_p=8 l_i=4", "gpt3_175b",
+            {"name": "lora_prefix_layer", "r": 8, "l_p": 8, "l_i": 4}, "52.8", "Table 15 (App. F)", _PRELAYER_NOTE),
 ]  # fmt: skip
 
 

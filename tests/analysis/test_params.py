@@ -9,6 +9,7 @@ from analysis import params
 EXPECTED = {  # exact counts; each follows from the method's formula (see tests/baselines)
     "RoBERTa-base FT": 124_645_632,
     "RoBERTa-base BitFit": 102_912,
+    "RoBERTa-base AdapterD r=32 drop 3": 2 * 9 * (2 * 768 * 32 + 32 + 768),
     "RoBERTa-base LoRA r=8 (q,v)": 294_912,
     "RoBERTa-large FT": 355_359_744,
     "RoBERTa-large LoRA r=8 (q,v)": 786_432,
@@ -20,8 +21,10 @@ EXPECTED = {  # exact counts; each follows from the method's formula (see tests/
     "DeBERTa-XXL LoRA r=16 (q,v)": 4_718_592,
     "GPT-2 M FT": 354_823_168,
     "GPT-2 M FT-Top2": 2 * (12 * 1024**2 + 13 * 1024),
+    "GPT-2 M AdapterL r=224": 24 * (2 * 1024 * 224 + 224 + 1024) + 2 * 24 * 1024,
     "GPT-2 M LoRA r=4 (q,v)": 393_216,  # the paper prints 0.35M: reported, not faked
     "GPT-2 L FT": 774_030_080,
+    "GPT-2 L AdapterL r=8": 36 * (2 * 1280 * 8 + 8 + 1280) + 2 * 36 * 1280,
     "GPT-2 L LoRA r=4 (q,v)": 737_280,  # the paper prints 0.77M
     "GPT-3 FT": 174_604_259_328,
     "GPT-3 BitFit": 12_988_416,
@@ -32,6 +35,7 @@ EXPECTED = {  # exact counts; each follows from the method's formula (see tests/
     "GPT-3 LoRA r_q=r_v=1": 4_718_592,
     "GPT-3 LoRA r_q=r_v=8": 37_748_736,
     "GPT-3 LoRA+PreEmbed r=8 l_p=8 l_i=4": 37_748_736 + 12288 * 12,
+    "GPT-3 LoRA+PreLayer r=8 l_p=8 l_i=4": 37_748_736 + 96 * 12288 * 12,
 }
 
 
