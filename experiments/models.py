@@ -190,7 +190,7 @@ def load_tokenizer(model: str | dict):
     except OSError as err:
         raise ModelError(
             f"cannot load the tokenizer of {name!r} from {path} ({str(err).splitlines()[0]}); "
-            f"set hub: /path/to/folder in conf/model/{name}.yaml"
+            f"set hub: /path/to/folder in conf/model/{name}.yaml (or model.hub=/path on the command line)"
         ) from None
     if tok.pad_token is None:  # GPT-2 has none; Llama-family models reuse end-of-sequence
         tok.pad_token = tok.eos_token
