@@ -88,13 +88,13 @@ def save(model: nn.Module, file) -> None:
 
 def load(model: nn.Module, file) -> nn.Module:
     """Prepare a base model with the method recorded in `file` and load its trained parameters."""
-    from lora.io import _check_model_type, load_tensors, read_safetensors
+    from lora.io import check_model_type, load_tensors, read_safetensors
 
     file = Path(file)
     tensors, meta = read_safetensors(file)
     if "method_config" not in meta:
         raise MethodError(f"{file} records no method; it was not written by baselines.save")
-    _check_model_type(model, meta.get("model_type", ""), "?", file)
+    check_model_type(model, meta.get("model_type", ""), "?", file)
     prepare(model, json.loads(meta["method_config"]))
     load_tensors(model, tensors, source=file, base_model="?")
     return model

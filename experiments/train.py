@@ -106,7 +106,7 @@ def run(cfg: dict) -> dict:
     counts = lora.count(model)
     log.info("model %s, method %s, task %s\n%s", cfg["model"]["name"], cfg["method"]["name"], task.name, counts)
 
-    per_epoch = math.ceil(len(batches(len(train_set), t["batch_size"], 0, 0)) / t["grad_accum"])
+    per_epoch = math.ceil(math.ceil(len(train_set) / t["batch_size"]) / t["grad_accum"])
     total = t["max_steps"] or math.ceil(per_epoch * t["epochs"])
     warmup = t["warmup_steps"] or round(t["warmup_ratio"] * total)
     optimizer = torch.optim.AdamW(_param_groups(model, t["weight_decay"]), lr=t["lr"])

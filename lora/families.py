@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from .config import WEIGHT_TYPES, LoRAConfig, LoRAError
+from .config import WEIGHT_TYPES, LoRAError
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,6 @@ class Family:
     embed: str  # dotted path of the token embedding
     norms: tuple[str, ...] = ()  # the normalisation layers inside one block
     heads: tuple[str, ...] = ("classifier", "score")  # task heads, trained when config.train_head
-
-    def sites(self, model: nn.Module, config: LoRAConfig) -> dict[str, dict[str, tuple[int, int]]]:
-        """Modules to adapt: {module name: {weight type: (output offset, output width)}}."""
-        return self.find(model, config.targets, config.layers)
 
     def find(self, model: nn.Module, targets, layers=None) -> dict[str, dict[str, tuple[int, int]]]:
         """Modules of these weight types (in these blocks): {name: {weight type: (offset, width)}}."""

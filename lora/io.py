@@ -75,7 +75,7 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     if "lora_config" not in meta:
         raise LoRAError(f"{file} has no LoRA config in its header; it was not written by lora.save")
     config = LoRAConfig.from_dict(json.loads(meta["lora_config"]))
-    _check_model_type(model, meta.get("model_type", ""), meta.get("base_model", "?"), file)
+    check_model_type(model, meta.get("model_type", ""), meta.get("base_model", "?"), file)
     attach(model, config, source=file)
     load_tensors(model, tensors, source=file, base_model=meta.get("base_model", "?"))
     return model
@@ -138,7 +138,7 @@ def base_model_name(model: nn.Module) -> str:
     return str(getattr(getattr(model, "config", None), "_name_or_path", "") or "")
 
 
-def _check_model_type(model: nn.Module, model_type: str, base_model: str, source: Path):
+def check_model_type(model: nn.Module, model_type: str, base_model: str, source: Path):
     ours = str(getattr(getattr(model, "config", None), "model_type", ""))
     if model_type and ours != model_type:
         raise LoRAError(

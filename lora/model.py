@@ -30,7 +30,7 @@ def apply(model: nn.Module, config: LoRAConfig) -> nn.Module:
     if any(True for _ in lora_layers(model)):
         raise LoRAError("the model already has LoRA layers; call lora.unload(model) first to start over")
     family = family_of(model)
-    sites = family.sites(model, config)
+    sites = family.find(model, config.targets, config.layers)
     for p in model.parameters():
         p.requires_grad_(False)
     for name, parts in sites.items():

@@ -18,10 +18,10 @@ from torch import nn
 from .config import LoRAConfig, LoRAError
 from .families import family_of
 from .io import (
-    _check_model_type,
     _config_of,
     attach,
     base_model_name,
+    check_model_type,
     load_tensors,
     read_safetensors,
     trainable_state,
@@ -117,7 +117,7 @@ def load_peft(model: nn.Module, folder: Path) -> nn.Module:
         raise LoRAError(f"{folder} has no {WEIGHTS} (pickled .bin adapters are not loaded, for safety)")
     tensors, meta = read_safetensors(folder / WEIGHTS)
     if "lora_config" in meta:
-        _check_model_type(model, meta.get("model_type", ""), str(cfg.get("base_model_name_or_path")), folder)
+        check_model_type(model, meta.get("model_type", ""), str(cfg.get("base_model_name_or_path")), folder)
         config = LoRAConfig.from_dict(json.loads(meta["lora_config"]))
     else:
         config = _infer_config(model, cfg, tensors, folder)
@@ -175,8 +175,7 @@ def _check_supported(cfg: dict, source: Path):
 def _infer_config(model: nn.Module, cfg: dict, tensors: dict, source: Path) -> LoRAConfig:
     """A LoRAConfig equivalent to a PEFT adapter written elsewhere (one rank and alpha per weight type)."""
     family = family_of(model)
-    every = LoRAConfig(targets=tuple(family.weight_types()), r=1)
-    type_of = {name: parts for name, parts in family.sites(model, every).items()}
+    type_of = family.find(model, family.weight_types())
     ranks, alphas, layers = {}, {}, set()
     block = re.compile(rf"(?:^|.*\.){re.escape(family.blocks)}\.(\d+)\.")
     for key, A in tensors.items():
@@ -206,7 +205,7 @@ def _infer_config(model: nn.Module, cfg: dict, tensors: dict, source: Path) -> L
         layers=None if len(layers) in (0, n_blocks) else tuple(layers), rslora=bool(cfg.get("use_rslora")),
         train_head=bool(cfg.get("modules_to_save")),
     )  # fmt: skip
-    expected = set(family.sites(model, config))
+    expected = set(family.find(model, config.targets, config.layers))
     found = {k.removeprefix(PREFIX).rsplit(".lora_", 1)[0] for k in tensors if ".lora_" in k}
     if expected != found:
         raise LoRAError(f"{source} adapts an irregular set of modules ({len(found)}) that no per-type config matches")
