@@ -18,35 +18,19 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 import baselines
 import lora
-from baselines.prefix import insert_special_tokens
 from lora.io import load_tensors, read_safetensors, trainable_state
 
 from .models import build, check_loadable, load_tokenizer
 from .paths import ROOT
 from .runs import RunError, RunFolder
-from .tasks import Example, build_task
+from .tasks import build_task
 
 log = logging.getLogger("lora.train")
-
-
-def encode(tokenizer, examples: list[Example], max_length: int, special: dict | None = None) -> dict[str, torch.Tensor]:
-    """Token ids and mask of a batch; prefix methods' special tokens are placed around each input."""
-    pairs = [e.text_b for e in examples] if examples[0].text_b is not None else None
-    if special:
-        max_length -= len(special["prefix"]) + len(special["infix"])
-    enc = tokenizer([e.text_a for e in examples], pairs, padding=True, truncation=True, max_length=max_length,
-                    return_tensors="pt")  # fmt: skip
-    ids, mask = enc["input_ids"], enc["attention_mask"]
-    if special:
-        ids, mask = insert_special_tokens(ids, mask, special, tokenizer.pad_token_id)
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
@@ -56,22 +40,13 @@ def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world
     return [chunk[rank::world] for chunk in full if len(chunk[rank::world])]
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float, regression: bool) -> torch.Tensor:
-    if regression:  # STS-B
-        return F.mse_loss(logits.squeeze(-1).float(), labels.float())
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
-
-
 @torch.no_grad()
-def evaluate(model, tokenizer, task, examples: list[Example], batch_size: int, device) -> dict[str, float]:
+def evaluate(model, tokenizer, task, items: list, batch_size: int, device) -> dict[str, float]:
     model.eval()
-    preds = []
-    for i in range(0, len(examples), batch_size):
-        enc = encode(tokenizer, examples[i : i + batch_size], task.max_length, getattr(model, "special_tokens", None))
-        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
-        preds.append(logits.squeeze(-1) if task.regression else logits.argmax(-1))
-    model.train()
-    return task.score(torch.cat(preds).numpy(), np.array([e.label for e in examples]))
+    try:
+        return task.evaluate(model, tokenizer, items, batch_size, device, getattr(model, "special_tokens", None))
+    finally:
+        model.train()
 
 
 def run(cfg: dict) -> dict:
@@ -95,7 +70,7 @@ def run(cfg: dict) -> dict:
     train_set = task.examples("train")[: t["train_limit"]]
     eval_sets = {s: task.examples(s)[: t["eval_limit"]] for s in task.eval_splits}
     tokenizer = load_tokenizer(cfg["model"])
-    model = build(cfg["model"], head="seq_cls", num_labels=task.num_labels, seed=t["seed"])
+    model = build(cfg["model"], head=task.head, num_labels=task.num_labels, seed=t["seed"])
     if model.config.pad_token_id is None:  # decoder classifiers find the last token through the pad id
         model.config.pad_token_id = tokenizer.pad_token_id
     task.max_length = min(task.max_length, max_positions(model.config))
@@ -134,10 +109,10 @@ def run(cfg: dict) -> dict:
                                 accelerator.process_index, accelerator.num_processes)  # fmt: skip
         for i in range(state["batch"], len(epoch_batches)):
             chunk = [train_set[j] for j in epoch_batches[i]]
-            enc = {k: v.to(device) for k, v in encode(tokenizer, chunk, task.max_length, special).items()}
-            labels = torch.tensor([e.label for e in chunk], device=device)
+            batch = {k: v.to(device) for k, v in task.batch(tokenizer, chunk, special).items()}
             with accelerator.autocast():
-                loss = loss_fn(model(**enc).logits, labels, t["label_smoothing"], task.regression)
+                outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
+                loss = task.loss(outputs, batch, t["label_smoothing"])
             accelerator.backward(loss / t["grad_accum"])
             seen += len(chunk)
             state["batch"] = i + 1
@@ -171,7 +146,8 @@ def run(cfg: dict) -> dict:
         else:
             state["epoch"], state["batch"] = state["epoch"] + 1, 0
     bar.close()
-    metrics = _finish(cfg, folder, accelerator.unwrap_model(model), task, state, counts, started)
+    model = accelerator.unwrap_model(model)
+    metrics = _finish(cfg, folder, model, task, state, counts, started, tokenizer, device)
     if wandb_run:
         wandb_run.summary.update({f"best/{k}": v for k, v in metrics["best"].items() if isinstance(v, float)})
         wandb_run.finish()
@@ -220,7 +196,8 @@ def _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_ru
     }
     state["evals"].append(record)
     key = f"{main_split}/{task.metric}"
-    if state["best"] is None or not record[key] <= state["best"][key]:  # NaN never stays the best
+    better = (lambda a, b: not a <= b) if task.greater_is_better else (lambda a, b: not a >= b)
+    if state["best"] is None or better(record[key], state["best"][key]):  # NaN never stays the best
         state["best"] = record
     log.info("eval step %d: %s", state["step"], ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "/" in k))
     if wandb_run:
@@ -266,8 +243,9 @@ def _init_from_adapter(model, file: Path):
     load_tensors(model, {k: v for k, v in tensors.items() if ".lora_" in k}, source=file, base_model="?", partial=True)
 
 
-def _finish(cfg, folder: RunFolder, model, task, state, counts, started) -> dict:
-    if getattr(model, lora.model.CONFIG_ATTR, None) is not None:
+def _finish(cfg, folder: RunFolder, model, task, state, counts, started, tokenizer, device) -> dict:
+    is_lora = getattr(model, lora.model.CONFIG_ATTR, None) is not None
+    if is_lora:
         lora.save(model, folder.path / "adapter.safetensors")
     else:
         from lora.io import write_safetensors
@@ -275,6 +253,12 @@ def _finish(cfg, folder: RunFolder, model, task, state, counts, started) -> dict
         write_safetensors(
             trainable_state(model), {"method": cfg["method"]["name"]}, folder.path / "adapter.safetensors"
         )
+    train_seconds = round(time.time() - started, 1)
+    if is_lora:
+        lora.merge(model)  # what the task does last (NLG decoding) runs at the base model's speed
+    model.eval()
+    final_started = time.time()
+    final = task.final(model, tokenizer, folder.path, device, getattr(model, "special_tokens", None))
     final = state["evals"][-1] if state["evals"] else {}
     metrics = {
         "status": "complete",
@@ -285,10 +269,13 @@ def _finish(cfg, folder: RunFolder, model, task, state, counts, started) -> dict
         "final": final,
         "best": state["best"],
         "evals": state["evals"],
+        **final,
         "steps": state["step"],
         "last_loss": state["loss"],
         "params": {"trainable": counts.trainable, "total": counts.total, "by_type": counts.by_type},
         "wall_seconds": round(time.time() - started, 1),
+        "train_seconds": train_seconds,
+        "final_seconds": round(time.time() - final_started, 1),
         "peak_memory_mb": _peak_memory_mb(),
         "versions": _versions(),
         "git_commit": _git_commit(),

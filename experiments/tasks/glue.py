@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+from baselines.prefix import insert_special_tokens
 
 from ..paths import data_dir
 from .base import Example, TaskError
@@ -49,7 +53,10 @@ _HUB_TEXT = {"mnli": ("premise", "hypothesis"), "sst2": ("sentence",), "mrpc": (
 
 
 class GlueTask:
-    """One GLUE task: its examples, its number of labels and its official metrics."""
+    """One GLUE task: its examples, its number of labels and its official metrics (see base.py)."""
+
+    head = "seq_cls"
+    greater_is_better = True
 
     def __init__(self, name: str, data_dir: str | None = None, hub: bool = True, max_length: int = 128, **_):
         if name not in SPECS:
@@ -87,6 +94,42 @@ class GlueTask:
 
     def score(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return glue_metrics(self.spec.metrics, predictions, labels)
+
+    def batch(self, tokenizer, examples: list[Example], special: dict | None = None) -> dict[str, torch.Tensor]:
+        enc = encode(tokenizer, examples, self.max_length, special)
+        enc["labels"] = torch.tensor([e.label for e in examples])
+        return enc
+
+    def loss(self, outputs, batch: dict, label_smoothing: float) -> torch.Tensor:
+        logits, labels = outputs.logits.float(), batch["labels"]
+        if self.regression:  # STS-B
+            return F.mse_loss(logits.squeeze(-1), labels.float())
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+    @torch.no_grad()
+    def evaluate(self, model, tokenizer, examples, batch_size: int, device, special=None) -> dict[str, float]:
+        preds = []
+        for i in range(0, len(examples), batch_size):
+            enc = encode(tokenizer, examples[i : i + batch_size], self.max_length, special)
+            logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
+            preds.append(logits.squeeze(-1) if self.regression else logits.argmax(-1))
+        return self.score(torch.cat(preds).numpy(), np.array([e.label for e in examples]))
+
+    def final(self, model, tokenizer, folder, device, special=None) -> dict:
+        return {}  # the dev evaluations during training are GLUE's result
+
+
+def encode(tokenizer, examples: list[Example], max_length: int, special: dict | None = None) -> dict[str, torch.Tensor]:
+    """Token ids and mask of a batch; prefix methods' special tokens are placed around each input."""
+    pairs = [e.text_b for e in examples] if examples[0].text_b is not None else None
+    if special:
+        max_length -= len(special["prefix"]) + len(special["infix"])
+    enc = tokenizer([e.text_a for e in examples], pairs, padding=True, truncation=True, max_length=max_length,
+                    return_tensors="pt")  # fmt: skip
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if special:
+        ids, mask = insert_special_tokens(ids, mask, special, tokenizer.pad_token_id)
+    return {"input_ids": ids, "attention_mask": mask}
 
 
 def default_dir() -> Path:
