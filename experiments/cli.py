@@ -8,12 +8,13 @@ from baselines import MethodError
 from lora import LoRAError
 
 from .config import register
+from .metrics import JavaMissing, ScoreInputError
 from .models import ModelError
 from .paths import CONF_DIR
 from .runs import RunError
 from .tasks import TaskError
 
-USER_ERRORS = (LoRAError, MethodError, ModelError, RunError, TaskError)
+USER_ERRORS = (LoRAError, MethodError, ModelError, RunError, TaskError, JavaMissing, ScoreInputError)
 
 
 def compose(overrides: list[str]):

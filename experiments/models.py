@@ -167,6 +167,10 @@ class CharTokenizer:
             "attention_mask": torch.tensor([pad([1] * len(r), 0) for r in rows]),
         }
 
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        ids = self._ids(text)
+        return [self.bos_token_id, *ids, self.eos_token_id] if add_special_tokens else ids
+
     def decode(self, ids, skip_special_tokens=True) -> str:
         ids = ids.tolist() if hasattr(ids, "tolist") else ids
         return "".join(chr(i - 3) for i in ids if i >= 3)

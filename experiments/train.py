@@ -67,7 +67,8 @@ def run(cfg: dict) -> dict:
     _log_to(folder.path / "log.txt")
 
     task = build_task(cfg["task"])
-    train_set = task.examples("train")[: t["train_limit"]]
+    task.preflight()
+    train_set = task.examples("train")[: t["train_limit"]] if t["max_steps"] != 0 else []
     eval_sets = {s: task.examples(s)[: t["eval_limit"]] for s in task.eval_splits}
     tokenizer = load_tokenizer(cfg["model"])
     model = build(cfg["model"], head=task.head, num_labels=task.num_labels, seed=t["seed"])
@@ -82,7 +83,7 @@ def run(cfg: dict) -> dict:
     log.info("model %s, method %s, task %s\n%s", cfg["model"]["name"], cfg["method"]["name"], task.name, counts)
 
     per_epoch = math.ceil(math.ceil(len(train_set) / t["batch_size"]) / t["grad_accum"])
-    total = t["max_steps"] or math.ceil(per_epoch * t["epochs"])
+    total = t["max_steps"] if t["max_steps"] is not None else math.ceil(per_epoch * t["epochs"])
     warmup = t["warmup_steps"] or round(t["warmup_ratio"] * total)
     optimizer = torch.optim.AdamW(_param_groups(model, t["weight_decay"]), lr=t["lr"])
     from transformers import get_linear_schedule_with_warmup
@@ -146,6 +147,8 @@ def run(cfg: dict) -> dict:
         else:
             state["epoch"], state["batch"] = state["epoch"] + 1, 0
     bar.close()
+    if total == 0 and not state["evals"]:  # evaluation only: the untrained model's dev scores
+        _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run)
     model = accelerator.unwrap_model(model)
     metrics = _finish(cfg, folder, model, task, state, counts, started, tokenizer, device)
     if wandb_run:
@@ -160,7 +163,9 @@ def validate(t: dict):
     for key in positive:
         if not t[key] > 0:
             raise RunError(f"trainer.{key} must be > 0, got {t[key]}")
-    for key in ("max_steps", "eval_every", "save_every", "eval_limit", "train_limit", "stop_after"):
+    if t["max_steps"] is not None and t["max_steps"] < 0:
+        raise RunError(f"trainer.max_steps must be >= 0 (0: evaluate the untrained model), got {t['max_steps']}")
+    for key in ("eval_every", "save_every", "eval_limit", "train_limit", "stop_after"):
         if t[key] is not None and t[key] < 1:
             raise RunError(f"trainer.{key} must be >= 1 or null, got {t[key]}")
     if t["max_steps"] is None and not t["epochs"] > 0:
@@ -258,7 +263,7 @@ def _finish(cfg, folder: RunFolder, model, task, state, counts, started, tokeniz
         lora.merge(model)  # what the task does last (NLG decoding) runs at the base model's speed
     model.eval()
     final_started = time.time()
-    final = task.final(model, tokenizer, folder.path, device, getattr(model, "special_tokens", None))
+    last_word = task.final(model, tokenizer, folder.path, device, getattr(model, "special_tokens", None))
     final = state["evals"][-1] if state["evals"] else {}
     metrics = {
         "status": "complete",
@@ -269,7 +274,7 @@ def _finish(cfg, folder: RunFolder, model, task, state, counts, started, tokeniz
         "final": final,
         "best": state["best"],
         "evals": state["evals"],
-        **final,
+        **last_word,
         "steps": state["step"],
         "last_loss": state["loss"],
         "params": {"trainable": counts.trainable, "total": counts.total, "by_type": counts.by_type},
@@ -282,7 +287,8 @@ def _finish(cfg, folder: RunFolder, model, task, state, counts, started, tokeniz
     }
     folder.write_metrics(metrics)
     folder.drop_checkpoints()  # finished: the adapter holds the result, optimizer states are dead weight
-    log.info("done: best %s = %.4f; run folder %s", metrics["metric"], state["best"][metrics["metric"]], folder.path)
+    log.info("done: best %s = %.4f%s; run folder %s", metrics["metric"], state["best"][metrics["metric"]],
+             "".join(f", {k} {v:.4f}" for k, v in last_word.get("test", {}).items()), folder.path)  # fmt: skip
     return metrics
 
 

@@ -5,6 +5,7 @@ model on them; the trainer knows nothing of the task beyond these:
 
     task.head                 "seq_cls" (GLUE) or "causal_lm" (NLG): which head the model is built with
     task.num_labels           classes of a seq_cls head (1 for a regression task)
+    task.preflight()          refuses at once what would only fail later (NLG: no Java for METEOR)
     task.examples(split)      the training or evaluation items of a split
     task.batch(tok, items, special)   tensors of one batch (special: prefix methods' token ids, or None)
     task.loss(outputs, batch, label_smoothing)

@@ -68,6 +68,9 @@ class GlueTask:
         self.metric = self.spec.metrics[0]
         self.eval_splits = self.spec.eval_splits
 
+    def preflight(self):
+        pass  # GLUE needs nothing beyond Python packages
+
     def examples(self, split: str) -> list[Example]:
         file = self.dir / self.spec.folder / f"{split}.tsv"
         if file.exists():

@@ -1,0 +1,225 @@
+"""Data-to-text generation (the paper's Section 5.4): E2E, WebNLG 2017 and DART as conditional language modelling.
+
+A training sequence is  [prefix] context separator [infix] completion <eos>  (the special tokens only for the
+prefix methods); the loss covers the completion and the end-of-sequence token only. During training the
+dev loss is tracked; when training ends, the test inputs are decoded with beam search (each distinct input
+once) and scored with the official metrics (`experiments.metrics`). Files come from `task.data_dir` (default
+`$LORA_DATA_DIR/<task>`), or from the hub when absent (`hub: true`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from lora.io import write_text
+
+from ..paths import data_dir as default_data_dir
+from .base import TaskError
+from .nlg_files import Record, read_dart, read_e2e, read_webnlg
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training (or dev-loss) sequence: an input and one of its references."""
+
+    context: str
+    completion: str
+
+
+@dataclass(frozen=True)
+class NLGSpec:
+    reader: object
+    official: dict[str, str]  # split -> file or folder under the task's folder, the official release
+    lora: dict[str, str] = field(default_factory=dict)  # split -> microsoft/LoRA's preprocessed copy
+    hub: tuple[str, str | None] | None = None  # (dataset id, config) on the hub
+
+
+_WEBNLG = "webnlg_challenge_2017"
+SPECS = {
+    "e2e": NLGSpec(read_e2e, {"train": "trainset.csv", "dev": "devset.csv", "test": "testset_w_refs.csv"},
+                   {"dev": "lora-format/valid.txt", "test": "lora-format/test.txt"}, ("GEM/e2e_nlg", None)),
+    "webnlg": NLGSpec(read_webnlg, {"train": f"{_WEBNLG}/train", "dev": f"{_WEBNLG}/dev",
+                                    "test": f"{_WEBNLG}/test/testdata_with_lex.xml"},
+                      {s: f"lora-format/{s}.json" for s in ("train", "dev", "test")}, ("GEM/web_nlg", "en")),
+    "dart": NLGSpec(read_dart, {"train": "dart-v1.1.1-full-train.json", "dev": "dart-v1.1.1-full-dev.json",
+                                "test": "dart-v1.1.1-full-test.xml"}, {}, ("GEM/dart", None)),
+}  # fmt: skip
+
+_MISSING_HINT = {
+    ("dart", "train"): " (DART's training file is over 4 MiB and is not in the offline bundle; "
+    "`trainer.max_steps=0` still decodes and scores dev/test with the untrained model)",
+}
+
+
+class NLGTask:
+    """One NLG data set: pairs to train on, records (inputs with grouped references) to decode and score."""
+
+    head = "causal_lm"
+    num_labels = None
+    regression = False
+    metric = "loss"  # dev loss during training; the test scores come from decoding at the end
+    greater_is_better = False
+    eval_splits = ("dev",)
+
+    def __init__(self, name: str, data_dir: str | None = None, format: str = "official", hub: bool = True,
+                 max_length: int = 256, separator: str = "\n", good_only: bool = True, decode_split: str = "test",
+                 decode_limit: int | None = None, decoding: dict | None = None, **_):  # fmt: skip
+        if name not in SPECS:
+            raise TaskError(f"unknown NLG task {name!r}; choose from {', '.join(SPECS)}")
+        if format not in ("official", "lora"):
+            raise TaskError(f"task.format must be official or lora, got {format!r}")
+        self.name, self.spec, self.format, self.hub = name, SPECS[name], format, hub
+        self.dir = Path(data_dir) if data_dir else default_data_dir() / name
+        self.max_length, self.separator, self.good_only = max_length, separator, good_only
+        self.decode_split, self.decode_limit = decode_split, decode_limit
+        self.decoding = dict(decoding or {})
+
+    def preflight(self):
+        """Refuse at once what would only fail after training: METEOR needs Java."""
+        from ..metrics import require_java
+
+        require_java()
+
+    # --- data ------------------------------------------------------------------------------------------------
+
+    def records(self, split: str) -> list[Record]:
+        """The distinct inputs of a split, each with all its references, in file order."""
+        files = {**self.spec.official, **(self.spec.lora if self.format == "lora" else {})}
+        if split not in files:
+            raise TaskError(f"{self.name} has no split {split!r}; splits: {', '.join(files)}")
+        path = self.dir / files[split]
+        if path.exists():
+            kwargs = {"good_only": self.good_only and split == "train"} if self.name == "webnlg" else {}
+            return self.spec.reader(path, **kwargs)
+        reason = "and task.hub=false"
+        if self.hub:
+            try:
+                return hub_records(self.name, split)
+            except Exception as err:  # no network, no cache: say what was looked for, once
+                reason = f"the hub's {self.spec.hub[0]} failed too ({type(err).__name__})"
+        hint = _MISSING_HINT.get((self.name, split), "")
+        raise TaskError(
+            f"{self.name} {split} not found: expected {path} ({reason}){hint}; put the released files under "
+            f"{self.dir} or set task.data_dir / LORA_DATA_DIR"
+        )
+
+    def examples(self, split: str) -> list[Pair]:
+        """Training (and dev-loss) sequences: one per (input, reference)."""
+        return [Pair(r.context, ref) for r in self.records(split) for ref in r.references]
+
+    # --- training ---------------------------------------------------------------------------------------------
+
+    def tokens(self, tokenizer, pair: Pair, special: dict | None) -> tuple[list[int], int]:
+        """Ids of one sequence and the length of its conditioning part (which carries no loss)."""
+        context = self.context_ids(tokenizer, pair.context, special)
+        lead = "" if self.separator[-1:].isspace() else " "  # word-initial tokens, as in running text
+        completion = tokenizer.encode(lead + pair.completion.strip(), add_special_tokens=False)
+        ids = (context + completion)[: self.max_length - 1] + [tokenizer.eos_token_id]
+        return ids, min(len(context), len(ids) - 1)
+
+    def context_ids(self, tokenizer, context: str, special: dict | None, limit: int | None = None) -> list[int]:
+        """Ids of [prefix] context separator [infix]; a context over `limit` tokens loses its tail, not the
+        separator, so that a completion always has room."""
+        ids = tokenizer.encode(context.strip() + self.separator, add_special_tokens=False)
+        if limit is not None and len(ids) > limit:
+            tail = len(tokenizer.encode(self.separator, add_special_tokens=False))
+            ids = ids[: max(limit - tail, 1)] + ids[-tail:]
+        if special:
+            ids = special["prefix"] + ids + special["infix"]
+        return ids
+
+    def batch(self, tokenizer, pairs: list[Pair], special: dict | None = None) -> dict[str, torch.Tensor]:
+        rows = [self.tokens(tokenizer, p, special) for p in pairs]
+        width = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, (ids, start) in enumerate(rows):
+            input_ids[i, : len(ids)] = torch.tensor(ids)
+            mask[i, : len(ids)] = 1
+            # Positions come from the mask, never from the pad id: SmolLM2's pad is its end-of-sequence token.
+            labels[i, start : len(ids)] = input_ids[i, start : len(ids)]
+        return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+    def loss(self, outputs, batch: dict, label_smoothing: float) -> torch.Tensor:
+        """Mean cross entropy over completion tokens (label smoothing as in the paper's Table 11)."""
+        logits = outputs.logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                               label_smoothing=label_smoothing)  # fmt: skip
+
+    @torch.no_grad()
+    def evaluate(self, model, tokenizer, pairs: list[Pair], batch_size: int, device, special=None) -> dict[str, float]:
+        """Dev loss per completion token (and its perplexity), weighting every token equally."""
+        total, count = 0.0, 0
+        for i in range(0, len(pairs), batch_size):
+            batch = {k: v.to(device) for k, v in self.batch(tokenizer, pairs[i : i + batch_size], special).items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+            labels = batch["labels"][:, 1:]
+            total += F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="sum").item()
+            count += int((labels != -100).sum())
+        loss = total / max(count, 1)
+        return {"loss": round(loss, 6), "perplexity": round(float(torch.tensor(loss).exp()), 4)}
+
+    # --- the finished model -------------------------------------------------------------------------------------
+
+    def final(self, model, tokenizer, folder: Path, device, special=None) -> dict:
+        """Decode the test inputs, write predictions and references into the run folder, score them."""
+        from ..decode import DEFAULTS, generate, max_positions
+        from ..metrics import score
+
+        records = self.records(self.decode_split)[: self.decode_limit]
+        room = max_positions(model.config) - self.decoding.get("max_new_tokens", DEFAULTS["max_new_tokens"])
+        room -= len(special["prefix"]) + len(special["infix"]) if special else 0
+        contexts = [self.context_ids(tokenizer, r.context, special, limit=room) for r in records]
+        texts = generate(model, tokenizer, contexts, self.decoding, device, desc=f"decode {self.name}")
+        out = folder / "predictions"
+        write_text("".join(t + "\n" for t in texts), out / f"{self.decode_split}.txt")
+        write_text(references_text(records), out / f"{self.decode_split}-references.txt")
+        scores = {"all": score(self.name, [list(r.references) for r in records], texts)}
+        if any(r.seen is not None for r in records):  # WebNLG reports seen and unseen categories apart
+            for part, seen in (("seen", True), ("unseen", False)):
+                idx = [i for i, r in enumerate(records) if r.seen is seen]
+                if idx:
+                    scores[part] = score(self.name, [list(records[i].references) for i in idx],
+                                         [texts[i] for i in idx])  # fmt: skip
+        result = {f"{self.decode_split}/{k}": round(v, 6) for k, v in scores.pop("all").items()}
+        result |= {f"{self.decode_split}_{part}/{k}": round(v, 6) for part, d in scores.items() for k, v in d.items()}
+        return {"test": result, "decoded_inputs": len(records)}
+
+
+def references_text(records: list[Record]) -> str:
+    """The official scripts' plain-text reference form: one input's references on consecutive lines, then a
+    blank line (references are single lines in every released file).
+
+    >>> references_text([Record("a", ("x", "y")), Record("b", ("z",))])
+    'x\\ny\\n\\nz\\n\\n'
+    """
+    return "".join("".join(ref + "\n" for ref in r.references) + "\n" for r in records)
+
+
+# The hub's copies (GEM's, field names from their dataset cards), for machines with network access.
+_HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+
+
+def hub_records(name: str, split: str) -> list[Record]:
+    """Records of a split from the hub, grouped by input like the file readers."""
+    from datasets import load_dataset
+
+    dataset, config = SPECS[name].hub
+    rows = load_dataset(dataset, config, split=_HUB_SPLITS[split])
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        if name == "e2e":
+            context = row["meaning_representation"]
+        elif name == "webnlg":
+            context = " | ".join(" : ".join(t.split(" | ")) for t in row["input"])
+        else:
+            context = " | ".join(f"{s} : {p.lower()} : {o}" for s, p, o in row["tripleset"])
+        refs = groups.setdefault(context, [])
+        refs.extend(r for r in (row.get("references") or [row["target"]]) if r not in refs)
+    return [Record(c, tuple(refs)) for c, refs in groups.items()]

@@ -1,0 +1,233 @@
+"""The NLG metric suite against the official E2E script's numbers, closed-form cases, readers and the CLI.
+
+Expected E2E values: shared/data/e2e-metrics-examples/expected-scores.json (tuetschek/e2e-metrics @ 1b9c4d8).
+JVM start-up dominates (METEOR loads its paraphrase table, ~10 s), so the default run starts METEOR once (the E2E
+example through the CLI); everything else avoids METEOR or is marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import sacrebleu
+
+from experiments import paths
+from experiments.metrics import E2E_METRICS, JavaMissing, ScoreInputError, e2e_scores, mteval, read_predictions
+from experiments.metrics import read_references as read_refs
+from experiments.metrics.coco import coco_scores
+from experiments.metrics.files import check_counts
+from experiments.metrics.ter import lora_ter, pyter_ter
+from experiments.metrics.webnlg import bleu as webnlg_bleu
+from experiments.metrics.webnlg import lora_preprocess
+
+HAS_JAVA = shutil.which("java") is not None
+needs_java = pytest.mark.skipif(not HAS_JAVA, reason="java not on PATH: METEOR and the PTB tokenizer need a JRE")
+FULL_TOL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def examples():
+    folder = paths.data_dir() / "e2e-metrics-examples"
+    if not (folder / "expected-scores.json").is_file():
+        pytest.skip(f"E2E metric fixtures not found in {folder} (set LORA_DATA_DIR to the shared data folder)")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def expected(examples):
+    return json.loads((examples / "expected-scores.json").read_text())
+
+
+def cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments.score", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=paths.ROOT,
+        **kwargs,
+    )
+
+
+def run_json(*args: str) -> dict:
+    if not HAS_JAVA:
+        pytest.skip("java not on PATH: METEOR and the PTB tokenizer need a JRE")
+    stdout, stderr = cli(*args, "--json").communicate(timeout=300)
+    assert stderr == "", stderr
+    return json.loads(stdout)
+
+
+@pytest.fixture(scope="module")
+def e2e_example_cli(examples):
+    """The official example through the CLI: the one METEOR load (~10 s) of the default run."""
+    return run_json("e2e", str(examples / "devel-conc.txt"), str(examples / "baseline-output.txt"))
+
+
+# --- E2E: the official numbers ------------------------------------------------------------------------------------
+
+
+def test_e2e_example_matches_official(e2e_example_cli, expected):
+    got = e2e_example_cli
+    assert list(got) == list(E2E_METRICS)
+    printed, full = expected["example"]["printed"]["python"], expected["example"]["full"]["python"]
+    for name in E2E_METRICS:
+        assert f"{got[name]:.4f}" == f"{printed[name]:.4f}", name
+        assert got[name] == pytest.approx(full[name], abs=FULL_TOL), name
+
+
+def load_example(examples):
+    return read_refs(examples / "devel-conc.txt"), read_predictions(examples / "baseline-output.txt")
+
+
+def load_shifted(examples):
+    return read_refs(examples / "testset_w_refs.csv"), read_predictions(examples / "testset-shifted-ref-output.txt")
+
+
+@pytest.mark.parametrize("case", ["example", "testset_shifted_ref"])
+@pytest.mark.parametrize("variant", ["python", "perl"])
+def test_bleu_nist_match_official(examples, expected, case, variant):
+    refs, hyps = load_example(examples) if case == "example" else load_shifted(examples)
+    bleu, nist = mteval.bleu_nist(hyps, refs, variant)
+    full = expected[case]["full"][variant]
+    assert bleu == pytest.approx(full["BLEU"], abs=1e-12)
+    assert nist == pytest.approx(full["NIST"], abs=1e-12 if variant == "python" else FULL_TOL)
+    assert f"{nist:.4f}" == f"{expected[case]['printed'][variant]['NIST']:.4f}"
+
+
+@needs_java
+def test_shifted_rouge_cider_match_official(examples, expected):
+    refs, hyps = load_shifted(examples)
+    got = coco_scores(refs, hyps, meteor=False)
+    full = expected["testset_shifted_ref"]["full"]["python"]
+    for name in ("ROUGE_L", "CIDEr"):
+        assert got[name] == pytest.approx(full[name], abs=FULL_TOL), name
+
+
+@pytest.mark.slow
+@needs_java
+def test_shifted_all_five_match_official(examples, expected):
+    refs, hyps = load_shifted(examples)
+    got = e2e_scores(refs, hyps)
+    for name in E2E_METRICS:
+        assert got[name] == pytest.approx(expected["testset_shifted_ref"]["full"]["python"][name], abs=FULL_TOL)
+
+
+def test_csv_and_grouped_plain_text_give_the_same_groups(examples):
+    from_csv = read_refs(examples / "testset_w_refs.csv")
+    assert from_csv == read_refs(examples / "testset-refs-grouped.txt")
+    assert len(from_csv) == 630 and sum(map(len, from_csv)) == 4693
+
+
+# --- closed-form cases --------------------------------------------------------------------------------------------
+
+
+def test_identical_hypothesis_has_bleu_one():
+    refs = [["The Eagle is a coffee shop near Burger King.", "x"], ["It is cheap, and rated 5 out of 5."]]
+    hyps = [rs[0] for rs in refs]
+    assert mteval.bleu(hyps, refs) == 1.0
+    assert webnlg_bleu(refs, hyps) == pytest.approx(100.0)
+
+
+def test_bleu_equals_sacrebleu_lowercased():
+    refs = [["The cat is on the mat.", "There is a cat on the mat."], ["A dog barks loudly at night."]]
+    hyps = ["the cat sat on the mat .", "The dog barks at night!"]
+    streams = [[rs[k] if k < len(rs) else None for rs in refs] for k in range(2)]
+    expected = sacrebleu.corpus_bleu(hyps, streams, tokenize="13a", lowercase=True).score / 100
+    assert mteval.bleu(hyps, refs) == pytest.approx(expected, abs=1e-12)
+
+
+def test_nist_variants_agree_with_constant_reference_counts():
+    refs = [["a b c d e f g", "a b c e e f"], ["x y z w v u", "x y"]]
+    hyps = ["a b c d e", "x y z w v u"]
+    assert mteval.nist(hyps, refs, "python") == pytest.approx(mteval.nist(hyps, refs, "perl"), abs=1e-12)
+    assert mteval.nist(["a b"], [["a b c"]]) > 0  # no 3- to 5-grams in the output: official code divides by zero
+
+
+def test_ter_known_edits():
+    assert pyter_ter(["a", "b", "d"], ["a", "b", "c", "d"]) == pytest.approx(1 / 4)  # one insertion
+    assert pyter_ter(["c", "d", "a", "b"], ["a", "b", "c", "d"]) == pytest.approx(1 / 4)  # one block shift
+    assert pyter_ter([], ["a", "b"]) == 1.0
+    assert lora_ter([["a b c d", "c d a b"], [""]], ["c d a b", "x"]) == pytest.approx((0 + 1) / 2)
+
+
+def test_lora_preprocess_is_idempotent():
+    text = 'Alan Bean (born on March 15th, 1932) was a "crew member".'
+    once = lora_preprocess(text)
+    assert once == lora_preprocess(once) and once == once.lower()
+
+
+# --- readers ------------------------------------------------------------------------------------------------------
+
+
+def test_reader_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"caf\xe9\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    for path, words in [(tmp_path / "missing.txt", "no such file"), (bad, "UTF-8"), (empty, "empty")]:
+        with pytest.raises(ScoreInputError, match=words) as err:
+            read_predictions(path)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ScoreInputError, match="REFS r has 2 inputs but PREDS p has 1 lines"):
+        check_counts([["a"], ["b"]], ["a"], "r", "p")
+
+
+def test_csv_reader_fixes_mojibake_and_groups_consecutive_mrs(tmp_path):
+    path = tmp_path / "refs.csv"
+    path.write_text('\ufeff"mr","ref"\n"m1","Costs Â£20"\n"m1","CafÃ© b"\n"m2","c"\n"m1","d"\n', encoding="utf-8")
+    assert read_refs(path) == [["Costs £20", "Café b"], ["c"], ["d"]]
+    (tmp_path / "odd.csv").write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ScoreInputError, match="columns"):
+        read_refs(tmp_path / "odd.csv")
+
+
+def test_plain_reader_single_and_multi_reference(tmp_path):
+    (tmp_path / "multi.txt").write_text("a\nb\n\nc\n")
+    (tmp_path / "single.txt").write_text("a\nb\n")
+    assert read_refs(tmp_path / "multi.txt") == [["a", "b"], ["c"]]
+    assert read_refs(tmp_path / "single.txt") == [["a"], ["b"]]
+
+
+def test_lora_reference_folder(tmp_path):
+    (tmp_path / "reference0").write_text("a\nb\n")
+    (tmp_path / "reference1").write_text("a2\nb\n")
+    assert read_refs(tmp_path) == [["a", "a2"], ["b", "b"]]
+
+
+# --- CLI and Java -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_webnlg_json(tmp_path):
+    refs = [["The Eagle is a pub.", "Eagle is a pub"], ["Aarhus Airport serves Aarhus, Denmark."]]
+    (tmp_path / "refs.txt").write_text("\n\n".join("\n".join(rs) for rs in refs) + "\n")
+    (tmp_path / "preds.txt").write_text("".join(rs[0] + "\n" for rs in refs))
+    got = run_json("webnlg", str(tmp_path / "refs.txt"), str(tmp_path / "preds.txt"))
+    assert list(got) == ["BLEU", "METEOR", "TER"]
+    assert got["BLEU"] == pytest.approx(100.0) and got["TER"] == 0.0 and 0.9 < got["METEOR"] <= 1.0
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+    (tmp_path / "refs.txt").write_text("a\nb\n\nc\n")
+    (tmp_path / "preds.txt").write_text("a\n")
+    proc = cli("e2e", str(tmp_path / "refs.txt"), str(tmp_path / "preds.txt"))
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and stdout == ""
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ") and "has 2 inputs but PREDS" in stderr
+
+
+def test_missing_java_is_one_clear_error(tmp_path, monkeypatch):
+    (tmp_path / "refs.txt").write_text("a b\n")
+    (tmp_path / "preds.txt").write_text("a b\n")
+    proc = cli("e2e", str(tmp_path / "refs.txt"), str(tmp_path / "preds.txt"), env={**os.environ, "PATH": ""})
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and stderr.count("\n") == 1 and "need Java" in stderr
+    monkeypatch.setattr(shutil, "which", lambda _: None)
+    with pytest.raises(JavaMissing, match="apt install default-jre-headless"):
+        e2e_scores([["a"]], ["a"])
+    assert issubclass(JavaMissing, RuntimeError)
