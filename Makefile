@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export LORA_SHARED_DIR ?= $(abspath ../shared)
 
-.PHONY: install run test test-slow lint bench clean
+.PHONY: install run test test-slow lint bench analysis clean
 
 install: $(STAMP)
 
@@ -36,6 +36,10 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.lora_step
+
+# Tables and figures of every run under RUNS (default runs/): `make analysis RUNS=runs/sweeps/section7_minilm_sst2`
+analysis: $(STAMP)
+	$(PY) -m analysis.notebooks $(or $(RUNS),runs)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

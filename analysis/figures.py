@@ -1,0 +1,80 @@
+"""The paper's figures as PNG files: each function takes data (no run folders) and an output path.
+
+- `phi_heatmaps`: Figures 3 and 4 (phi grids: r=8 against r=64, seed against seed, a random baseline)
+- `accuracy_vs_params`: Figure 2 (score against trainable parameters, one line per method)
+- `h3_curves`: Appendix H.3 / Figure 8 as curves (phi between W's top-k and Delta W's top-r directions)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on the training machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, out) -> Path:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def phi_heatmaps(panels: dict[str, np.ndarray], out, title: str = "", xlabel: str = "j", ylabel: str = "i") -> Path:
+    """One heat map per panel (title -> grid with entry [i-1, j-1]), sharing a colour scale from 0 to 1.
+
+    Figure 3 is panels phi(A_r=8, A_r=64, i, j) for Delta W_q and Delta W_v, whole and zoomed to i, j <= 8;
+    Figure 4 the same between two seeds at r=64 beside two random Gaussian matrices.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    image = None
+    for ax, (name, grid) in zip(axes[0], panels.items(), strict=True):
+        grid = np.asarray(grid)
+        extent = (0.5, grid.shape[1] + 0.5, grid.shape[0] + 0.5, 0.5)
+        image = ax.imshow(grid, vmin=0, vmax=1, cmap="magma", aspect="auto", extent=extent, interpolation="nearest")
+        ax.set(title=name, xlabel=xlabel, ylabel=ylabel)
+    fig.colorbar(image, ax=axes[0].tolist(), fraction=0.03)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out)
+
+
+def accuracy_vs_params(rows: list[dict], out, metric: str | None = None, scale: float = 100.0) -> Path:
+    """Figure 2 style: best score (x `scale`) against trainable parameters (log axis), a line per method.
+
+    Rows are `analysis.tables.collect` rows; runs of one method and parameter count are averaged over seeds.
+    """
+    points: dict = {}
+    for r in rows:
+        if r.get("status") == "complete" and r.get("best") is not None and r.get("trainable"):
+            points.setdefault(r["method"], {}).setdefault(r["trainable"], []).append(scale * r["best"])
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for method, by_n in sorted(points.items()):
+        xs = sorted(by_n)
+        ax.plot(xs, [np.mean(by_n[x]) for x in xs], marker="o", label=method)
+    ax.set_xscale("log")
+    ax.set(xlabel="trainable parameters", ylabel=metric or "best dev score")
+    ax.grid(alpha=0.3)
+    if points:
+        ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def h3_curves(curves: dict[str, dict], out, title: str = "") -> Path:
+    """phi(W, Delta W, k, r) against k for each curve (label -> `analysis.amplification.h3_curve` output),
+    with its random baseline dashed: below the baseline, Delta W avoids W's top directions."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for i, (label, c) in enumerate(curves.items()):
+        color = f"C{i}"
+        ax.plot(c["ks"], c["phi"], marker="o", color=color, label=label)
+        ax.plot(c["ks"], c["phi_random"], linestyle="--", color=color, alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="k (top singular directions of W)", ylabel="phi(W, ΔW, k, r)", ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=8, title="dashed: random", title_fontsize=7)
+    return _save(fig, out)

@@ -1,0 +1,86 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Section 7: what LoRA learns
+#
+# From the runs under `$LORA_RUNS_DIR` (default `runs/sweeps/section7_minilm_sst2`, made by
+# `python run.py -m +sweep=section7_minilm_sst2`): LoRA on W_q, W_v at r=8 and r=64 (seed 0) and r=64 seed 1.
+#
+# - Figure 3: phi(A_r=8, A_r=64, i, j), Eq. 4, for Delta W_q and Delta W_v;
+# - Figure 4: phi between two seeds at r=64, beside two random Gaussian matrices;
+# - Table 7 and Appendix H.3: Delta W against W (`analysis.amplification`).
+#
+# The paper reads block 48 of GPT-3's 96; `$LORA_BLOCK` picks ours (default: the last block).
+
+# %%
+import json
+import os
+from pathlib import Path
+
+from IPython.display import Image, display
+
+from analysis import amplification, figures, section7, tables
+
+RUNS = Path(os.environ.get("LORA_RUNS_DIR", "runs/sweeps/section7_minilm_sst2"))
+OUT = Path(os.environ.get("LORA_ANALYSIS_OUT", RUNS / "analysis"))
+BLOCK = int(os.environ["LORA_BLOCK"]) if os.environ.get("LORA_BLOCK") else None
+OUT.mkdir(parents=True, exist_ok=True)
+rows = tables.collect(RUNS)
+small = section7.pick(rows, 8, seed=0)
+same = {"model": small["model"], "task": small["task"], "targets": small["targets"]} if small else {}
+large = section7.pick(rows, 64, seed=0, **same)
+other = section7.pick(rows, 64, seed=1, **same)
+adapter = lambda row: RUNS / row["run"] / "adapter.safetensors"
+for name, row in (("r=8 seed 0", small), ("r=64 seed 0", large), ("r=64 seed 1", other)):
+    print(f"{name:<12} {row['run'] if row else 'missing'}")
+
+# %% [markdown]
+# ## Figure 3: r=8 against r=64
+
+# %%
+if small and large:
+    panels = section7.figure3_panels(adapter(small), adapter(large), BLOCK)
+    for name, grid in panels.items():
+        print(f"{name:<28} phi(1,1) {grid[0, 0]:.3f}  mean {grid.mean():.3f}")
+    png = figures.phi_heatmaps(panels, OUT / "figure3_r8_vs_r64.png", "phi(A_r=8, A_r=64, i, j)")
+    display(Image(filename=str(png)))
+else:
+    print("Figure 3 needs an r=8 and an r=64 run")
+
+# %% [markdown]
+# ## Figure 4: seed against seed, and a random baseline
+
+# %%
+if large and other:
+    panels = section7.figure4_panels(adapter(large), adapter(other), BLOCK)
+    for name, grid in panels.items():
+        print(f"{name:<28} phi(1,1) {grid[0, 0]:.3f}  mean {grid.mean():.3f}")
+    png = figures.phi_heatmaps(panels, OUT / "figure4_seeds.png", "phi(A_r=64, A'_r=64, i, j)")
+    display(Image(filename=str(png)))
+else:
+    print("Figure 4 needs two r=64 runs (seeds 0 and 1)")
+
+# %% [markdown]
+# ## Table 7 and Appendix H.3: Delta W against W
+
+# %%
+curves, table7 = {}, {}
+for row in (r for r in (small, large) if r):
+    model, cfg = amplification.load_run(RUNS / row["run"])
+    measured = amplification.analyse(model, BLOCK)
+    block = max(m["layer"] for m in measured) if BLOCK is None else BLOCK
+    measured = [m for m in measured if m["layer"] == block]
+    print(f"{row['run']} (block {block})\n{amplification.format_table(measured)}\n")
+    table7[row["run"]] = measured
+    curves.update({f"ΔW_{m['type']} r={m['r']}": m["h3"] for m in measured})
+(OUT / "table7_h3.json").write_text(json.dumps(table7) + "\n")
+if curves:
+    display(Image(filename=str(figures.h3_curves(curves, OUT / "h3_w_vs_delta_w.png", "Appendix H.3"))))

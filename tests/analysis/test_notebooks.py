@@ -1,0 +1,63 @@
+"""Every notebook runs end to end on the tiny-run fixture and leaves its outputs; the sweep files compose."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from analysis.notebooks import notebooks
+from analysis.notebooks.__main__ import main as run_notebooks
+
+SWEEPS = {
+    "table5_minilm_sst2": {"method.r": 7},
+    "table6_minilm_sst2": {"method.targets": 2, "method.r": 5},
+    "section7_minilm_sst2": {"method.r": 2, "trainer.seed": 2},
+}
+
+
+def test_every_notebook_executes_on_the_fixture(tiny_runs, tmp_path, capsys):
+    out = tmp_path / "analysis"
+    run_notebooks([str(tiny_runs), "--out", str(out)])
+    for source in notebooks():
+        nb = nbformat.read(out / f"{source.stem}.ipynb", as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert not [o for c in code for o in c.get("outputs", []) if o.output_type == "error"]
+        assert all(c.get("outputs") for c in code)
+    for png in ("figure2_score_vs_params", "figure3_r8_vs_r64", "figure4_seeds", "h3_w_vs_delta_w"):
+        assert (out / f"{png}.png").stat().st_size > 1000
+    assert len(json.loads((out / "runs.json").read_text())) == 4
+    assert set(json.loads((out / "table7_h3.json").read_text())) == {"section7/r8-s0", "section7/r64-s0"}
+    assert "outputs in" in capsys.readouterr().out
+
+
+def test_notebook_runner_refuses_a_folder_without_runs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_notebooks([str(tmp_path / "missing")])
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+def test_sweep_files_compose_with_their_sweeper_params(name):
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from experiments.cli import hydra_context
+    from experiments.config import register
+
+    register()
+    with hydra_context():
+        cfg = compose(config_name="config", overrides=[f"+sweep={name}"], return_hydra_config=True)
+        narrowed = compose(config_name="config", overrides=[f"+sweep={name}", "model=tiny_bert"])
+    parser = OverridesParser.create()
+    params = {k: list(parser.parse_override(f"{k}={v}").sweep_iterator()) for k, v in cfg.hydra.sweeper.params.items()}
+    assert {k: len(v) for k, v in params.items()} == SWEEPS[name]
+    assert (cfg.model.name, cfg.method.name, cfg.task.name, cfg.trainer.max_steps) == ("minilm_l6", "lora", "sst2", 300)
+    if name.startswith("table5"):  # one rank per type; the mapping's keys are the targets; 8 rank units each
+        assert cfg.method.targets is None and all(sum(r.values()) == 8 for r in params["method.r"])
+    output_dir = OmegaConf.to_container(cfg.trainer)["output_dir"]
+    assert output_dir == f"runs/sweeps/{name}/${{hydra:job.override_dirname}}"
+    assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["sweep"]
+    assert narrowed.model.name == "tiny_bert"  # the command line still picks the model
