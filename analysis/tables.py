@@ -47,6 +47,16 @@ TABLE2_PAPER_ROBERTA_BASE = {
     "lora": {"mnli": 87.5, "sst2": 95.1, "mrpc": 89.7, "cola": 63.4, "qnli": 93.3, "qqp": 90.8, "rte": 86.6,
              "stsb": 91.5},
 }  # fmt: skip
+# Table 18 (Appendix H.2): GPT-2 Medium + LoRA on E2E after 26,000 steps; r -> (val loss, BLEU, NIST, METEOR,
+# ROUGE_L, CIDEr), BLEU in points as printed there.
+TABLE18_PAPER = {
+    1: (1.23, 68.72, 8.7215, 0.4565, 0.7052, 2.4329), 2: (1.21, 69.17, 8.7413, 0.4590, 0.7052, 2.4639),
+    4: (1.18, 70.38, 8.8439, 0.4689, 0.7186, 2.5349), 8: (1.17, 69.57, 8.7457, 0.4636, 0.7196, 2.5196),
+    16: (1.16, 69.61, 8.7483, 0.4629, 0.7177, 2.4985), 32: (1.16, 69.33, 8.7736, 0.4642, 0.7105, 2.5255),
+    64: (1.16, 69.24, 8.7174, 0.4651, 0.7180, 2.5070), 128: (1.16, 68.73, 8.6718, 0.4628, 0.7127, 2.5030),
+    256: (1.16, 68.92, 8.6982, 0.4629, 0.7128, 2.5012), 512: (1.16, 68.78, 8.6857, 0.4637, 0.7128, 2.5025),
+    1024: (1.17, 69.37, 8.7495, 0.4659, 0.7149, 2.5090),
+}  # fmt: skip
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 
 COLUMNS = ("run", "status", "model", "method", "task", "r", "alpha", "targets", "lr", "steps", "batch_size", "seed",
@@ -248,10 +258,8 @@ def methods_table(rows: list[dict]) -> list[dict]:
 
 
 def table18(rows: list[dict]) -> list[dict]:
-    """Appendix H.2 / Table 18 (GPT-2 Medium, E2E, r from 1 to 1024): our rows by rank where runs exist.
-
-    The paper's Table 18 values are not transcribed here; `paper` stays None as a placeholder to fill.
-    """
+    """Appendix H.2 / Table 18 (GPT-2 Medium, E2E, r from 1 to 1024): our rows by rank where runs exist,
+    with the paper's (val loss, BLEU, NIST, METEOR, ROUGE_L, CIDEr) for that rank beside them."""
     runs = [r for r in rows if r["method"] == "lora" and r["task"] == "e2e" and r["status"] == "complete"]
     by_rank: dict = {}
     for r in runs:
@@ -260,8 +268,14 @@ def table18(rows: list[dict]) -> list[dict]:
     for (model, rank), rs in sorted(by_rank.items(), key=lambda kv: (kv[0][0], _num(kv[0][1]))):
         tests = sorted({k for r in rs for k in r if k.startswith("test/")})
         out.append({"model": model, "r": rank, "dev_loss": _agg([r["best"] for r in rs]),
-                    **{k: _agg([r.get(k) for r in rs]) for k in tests}, "paper": None})  # fmt: skip
+                    **{k: _agg([r.get(k) for r in rs]) for k in tests},
+                    "paper": TABLE18_PAPER.get(_num(rank))})  # fmt: skip
     return out
+
+
+def _bleu_points(a: dict | None) -> str:
+    """E2E BLEU is stored as the official script's fraction; Table 18 prints points."""
+    return "-" if not a or not a["n"] else f"{100 * a['mean']:.2f}"
 
 
 def _num(s: str) -> float:
@@ -340,9 +354,19 @@ def all_markdown(rows: list[dict]) -> str:
     t18 = table18(rows)
     if t18:
         parts.append(
-            "## Table 18 (H.2, E2E by rank; paper values not transcribed)\n\n"
+            "## Table 18 (H.2, E2E by rank; the paper's GPT-2 M after 26,000 steps beside ours)\n\n"
             + markdown(
-                ["model", "r", "dev loss", "paper"], [[r["model"], r["r"], fmt_score(r["dev_loss"]), None] for r in t18]
+                ["model", "r", "dev loss", "test BLEU", "paper val loss", "paper BLEU"],
+                [
+                    [
+                        r["model"],
+                        r["r"],
+                        fmt_score(r["dev_loss"]),
+                        _bleu_points(r.get("test/BLEU")),
+                        *(r["paper"][:2] if r["paper"] else (None, None)),
+                    ]
+                    for r in t18
+                ],
             )
         )
     return "\n\n".join(parts) + "\n"
