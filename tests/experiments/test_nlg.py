@@ -183,3 +183,23 @@ def test_table_11_experiment_files_compose_with_the_papers_settings():
             )
             assert (t["label_smoothing"], d["length_penalty"], d["num_beams"], d["no_repeat_ngram_size"]) == (
                 smoothing, penalty, 10, 4)  # fmt: skip
+
+
+@needs("e2e/trainset.csv", "e2e/devset.csv", "e2e/testset_w_refs.csv")
+def test_a_finished_run_decodes_again_into_its_own_folder_and_never_overwrites(tmp_path):
+    import subprocess
+    import sys
+
+    from experiments.decode import decode_run
+    from experiments.runs import RunError
+
+    tiny_run(tmp_path, "task=e2e", "task.decode_limit=3")
+    first = (tmp_path / "predictions" / "test.txt").read_text()
+    result = decode_run(tmp_path, "again", limit=3)
+    assert (tmp_path / "decodes" / "again" / "predictions" / "test.txt").read_text() == first  # same weights, same text
+    assert set(result["test"]) == set(json.loads((tmp_path / "metrics.json").read_text())["test"])
+    with pytest.raises(RunError, match="exists; choose another --name"):
+        decode_run(tmp_path, "again", limit=3)
+    cli = [sys.executable, "-m", "experiments.decode", str(tmp_path / "nothing"), "--name", "x"]
+    out = subprocess.run(cli, capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "holds no trained run" in out.stderr
