@@ -22,7 +22,8 @@ from lora.io import read_safetensors
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if not p.stem.startswith("cpu_"))
+CPU_EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("cpu_*.yaml"))  # scaled to 2 CPU cores
 
 
 def config(tmp_path: Path, *overrides: str) -> dict:
@@ -72,6 +73,9 @@ def test_every_method_prepares_every_model_on_the_meta_device_or_refuses_clearly
 
 def test_every_experiment_file_composes_with_the_papers_settings():
     assert len(EXPERIMENTS) == 30  # 24 GLUE (Tables 9, 10) + 6 NLG (Table 11)
+    for name in CPU_EXPERIMENTS:  # the README's CPU runs: same steps and data for both methods
+        cfg = OmegaConf.to_container(compose([f"experiment={name}"]), resolve=True)
+        assert cfg["trainer"]["max_steps"] == 400 and cfg["task"]["decode_limit"] == 100
     with hydra_context():
         compose_experiments()
     base_mnli = OmegaConf.to_container(compose(["experiment=roberta_base_mnli"]), resolve=True)
