@@ -12,14 +12,17 @@
 >>> _ = lora.unmerge(model)  # and back
 """
 
+from . import multi
 from .config import WEIGHT_TYPES, LoRAConfig, LoRAError
 from .families import FAMILIES, Family, family_of
 from .io import load, save, trainable_state
 from .layer import LoRALayer
 from .model import ParamCount, apply, count, lora_layers, merge, unload, unmerge
+from .swap import HotSwap
 
 __all__ = [
     "FAMILIES",
+    "HotSwap",
     "WEIGHT_TYPES",
     "Family",
     "LoRAConfig",
@@ -32,6 +35,7 @@ __all__ = [
     "load",
     "lora_layers",
     "merge",
+    "multi",
     "save",
     "trainable_state",
     "unload",

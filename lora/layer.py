@@ -102,12 +102,8 @@ class LoRALayer(nn.Module):
         return s.scale * (self.lora_B[weight_type].float() @ self.lora_A[weight_type].float())
 
     def _weight_slice(self, weight_type: str) -> torch.Tensor:
-        """View of the base weight that Delta W of this slot adds to, in (out, in) orientation."""
         s = self.slots[weight_type]
-        w = self.base.weight
-        if self.kind == "linear":  # (out, in)
-            return w.narrow(0, s.offset, s.width)
-        return w.narrow(1, s.offset, s.width).t()  # Conv1D and Embedding store (in, out)
+        return weight_slice(self.base, s.offset, s.width)
 
     @torch.no_grad()
     def merge(self):
@@ -132,6 +128,13 @@ class LoRALayer(nn.Module):
             f"{t}: r={s.rank} scale={s.scale:g} out[{s.offset}:{s.offset + s.width}]" for t, s in self.slots.items()
         )
         return f"{self.kind}, {slots}" + (", merged" if self.merged else "")
+
+
+def weight_slice(base: nn.Module, offset: int, width: int) -> torch.Tensor:
+    """View of outputs [offset, offset + width) of a base layer's weight, in (out, in) orientation."""
+    if isinstance(base, nn.Linear):  # stored (out, in)
+        return base.weight.narrow(0, offset, width)
+    return base.weight.narrow(1, offset, width).t()  # Conv1D and Embedding store (in, out)
 
 
 def in_features(base: nn.Module) -> int:
