@@ -195,13 +195,17 @@ class AdapterBankLayer(nn.Module):
         ids = self._rows.for_batch(x.shape[0], self.slot_of).to(x.device)
         b, out = x.shape[0], y.shape[-1]
         x3, y3 = x.reshape(b, -1, x.shape[-1]), y.reshape(b, -1, out)
+        one = ids[0] if bool((ids == ids[0]).all()) else None  # a batch for one adapter: plain matmuls
         for t, (offset, width) in self.parts.items():
-            A, B = getattr(self, f"A_{t}")[ids], getattr(self, f"B_{t}")[ids]  # (b, R, in), (b, width, R)
-            h = torch.bmm(x3, A.transpose(1, 2))
-            if width == out:
-                y3 = torch.baddbmm(y3, h, B.transpose(1, 2))
+            A, B = getattr(self, f"A_{t}"), getattr(self, f"B_{t}")
+            if one is not None:
+                if one == 0:
+                    continue
+                delta = (x3 @ A[one].t()) @ B[one].t()
             else:
-                y3[..., offset : offset + width] += torch.bmm(h, B.transpose(1, 2))
+                A, B = A[ids], B[ids]  # (b, R, in), (b, width, R): each row's own factors
+                delta = torch.bmm(torch.bmm(x3, A.transpose(1, 2)), B.transpose(1, 2))
+            y3[..., offset : offset + width] += delta
         return y3.view(y.shape)
 
     def extra_repr(self) -> str:
