@@ -22,15 +22,7 @@ def pick(rows: list[dict], r: int, seed: int = 0, **match) -> dict | None:
 
 def a_matrices(adapter: Path, layer: int | None = None) -> tuple[int, dict[str, np.ndarray]]:
     """(block, {weight type: A}) for one block of an adapter file (the last adapted block by default)."""
-    from lora.io import read_safetensors
-
-    from .amplification import block_index
-
-    tensors, _ = read_safetensors(Path(adapter))
-    found: dict[int, dict[str, np.ndarray]] = {}
-    for key, value in tensors.items():
-        if ".lora_A." in key and block_index(key) is not None:
-            found.setdefault(block_index(key), {})[key.rsplit(".", 1)[1]] = value.double().numpy()
+    found = _blocks(adapter)
     if not found:
         raise ValueError(f"{adapter} holds no per-block LoRA A matrix")
     block = max(found) if layer is None else layer
@@ -60,3 +52,117 @@ def figure4_panels(adapter_a: Path, adapter_b: Path, layer: int | None = None, s
     rng = np.random.default_rng(seed)
     panels["random Gaussian"] = phi_grid(rng.normal(size=shape), rng.normal(size=shape))
     return panels
+
+
+def _blocks(adapter: Path) -> dict[int, dict[str, np.ndarray]]:
+    from lora.io import read_safetensors
+
+    from .amplification import block_index
+
+    tensors, _ = read_safetensors(Path(adapter))
+    found: dict[int, dict[str, np.ndarray]] = {}
+    for key, value in tensors.items():
+        if ".lora_A." in key and block_index(key) is not None:
+            found.setdefault(block_index(key), {})[key.rsplit(".", 1)[1]] = value.double().numpy()
+    return found
+
+
+def observations(adapter_small: Path, adapter_large: Path, adapter_seed: Path, zoom: int = 8, seed: int = 0) -> dict:
+    """The paper's Section 7 claims measured over every block, each with the numbers it rests on.
+
+    - top direction shared: phi(A_r=8, A_r=64, 1, 1) > 0.5 (Figure 3), per weight type, over blocks;
+    - seeds share fewer directions for Delta W_v than Delta W_q: the mean of phi over i, j <= `zoom`
+      between two seeds at r=64 (Figure 4), per type;
+    - random matrices share none: the same mean for two Gaussian matrices of the same shape, beside its
+      expectation (the mean of max(i, j) / d over the grid).
+    """
+    small, large, other = _blocks(adapter_small), _blocks(adapter_large), _blocks(adapter_seed)
+    rng = np.random.default_rng(seed)
+    top, seeds, random = {}, {}, []
+    for block in sorted(set(small) & set(large) & set(other)):
+        for t in sorted(set(small[block]) & set(large[block]) & set(other[block])):
+            top.setdefault(t, []).append(float(phi_grid(small[block][t], large[block][t])[0, 0]))
+            seeds.setdefault(t, []).append(float(phi_grid(large[block][t], other[block][t])[:zoom, :zoom].mean()))
+            shape = large[block][t].shape
+            random.append(float(phi_grid(rng.normal(size=shape), rng.normal(size=shape))[:zoom, :zoom].mean()))
+    d = next(iter(next(iter(large.values())).values())).shape[1]
+    i = np.arange(1, zoom + 1)
+    expected = float(np.maximum(i[:, None], i[None, :]).mean() / d)
+    summary = {
+        "top_direction_phi_1_1": {t: _stats(v) for t, v in top.items()},
+        "seed_phi_mean_ij_le_zoom": {t: _stats(v) for t, v in seeds.items()},
+        "random_phi_mean_ij_le_zoom": {**_stats(random), "expected": expected},
+        "zoom": zoom,
+        "d": d,
+    }
+    summary["holds"] = {
+        "top direction shared (phi(1,1) > 0.5, median over blocks)": all(
+            s["median"] > 0.5 for s in summary["top_direction_phi_1_1"].values()
+        ),
+        "seeds share fewer directions for v than for q": bool(
+            "q" in seeds and "v" in seeds and np.median(seeds["v"]) < np.median(seeds["q"])
+        ),
+        "random matrices share none (within 2x of max(i,j)/d)": bool(_stats(random)["median"] < 2 * expected),
+    }
+    return summary
+
+
+def _stats(values: list[float]) -> dict:
+    v = np.asarray(values, dtype=float)
+    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()), "n": len(v)}
+
+
+def format_observations(obs: dict) -> str:
+    lines = [f"phi(A_r=8, A_r=64, 1, 1) over {next(iter(obs['top_direction_phi_1_1'].values()))['n']} blocks:"]
+    for t, s in obs["top_direction_phi_1_1"].items():
+        lines.append(f"  ΔW_{t}: median {s['median']:.3f} (min {s['min']:.3f}, max {s['max']:.3f})")
+    lines.append(f"mean phi over i, j <= {obs['zoom']}, seed 0 against seed 1 at r=64:")
+    for t, s in obs["seed_phi_mean_ij_le_zoom"].items():
+        lines.append(f"  ΔW_{t}: median {s['median']:.3f} (min {s['min']:.3f}, max {s['max']:.3f})")
+    rnd = obs["random_phi_mean_ij_le_zoom"]
+    lines.append(f"  random Gaussian: median {rnd['median']:.4f} (expected {rnd['expected']:.4f} = mean max(i,j)/d)")
+    lines += [f"{'holds' if ok else 'does not hold'}: {claim}" for claim, ok in obs["holds"].items()]
+    return "\n".join(lines)
+
+
+def amplification_summary(rows: list[dict]) -> dict:
+    """Table 7's claims over every block, from `amplification.analyse` rows of one run.
+
+    The paper (GPT-3, block 48, r=4): ||U^T W V^T|| is far below ||W's top-r part|| (Delta W amplifies
+    directions W does not emphasise), above the random projection (it still correlates with W), and
+    the amplification ||Delta W|| / ||U^T W V^T|| is well above 1 (21.5 at r=4).
+    """
+    out = {}
+    for t in sorted({r["type"] for r in rows}):
+        mine = [r for r in rows if r["type"] == t]
+        amp = [r["amplification"] for r in mine]
+        out[t] = {
+            "amplification": _stats(amp),
+            "w_on_delta_over_w_on_w": _stats([r["w_on_delta"] / r["w_on_w"] for r in mine]),
+            "w_on_delta_over_w_on_random": _stats([r["w_on_delta"] / r["w_on_random"] for r in mine]),
+        }
+    types = list(out.values())
+    out["holds"] = {
+        "amplification well above 1 (median > 2)": all(s["amplification"]["median"] > 2 for s in types),
+        "Delta W is not along W's top directions (U^T W V^T < half of W's top-r part, every block)": all(
+            r["w_on_delta"] < 0.5 * r["w_on_w"] for r in rows
+        ),
+        "Delta W correlates with W more than a random matrix (median ratio > 1)": all(
+            s["w_on_delta_over_w_on_random"]["median"] > 1 for s in types
+        ),
+    }
+    return out
+
+
+def format_amplification(name: str, summary: dict) -> str:
+    lines = [f"{name}: amplification ||ΔW|| / ||U^T W V^T|| over blocks"]
+    for t, s in summary.items():
+        if t == "holds":
+            continue
+        a, top, rnd = s["amplification"], s["w_on_delta_over_w_on_w"], s["w_on_delta_over_w_on_random"]
+        lines.append(
+            f"  ΔW_{t}: median {a['median']:.2f} (min {a['min']:.2f}, max {a['max']:.2f}); "
+            f"U^T W V^T / W's top-r {top['median']:.3f}; / random {rnd['median']:.2f}"
+        )
+    lines += [f"  {'holds' if ok else 'does not hold'}: {claim}" for claim, ok in summary["holds"].items()]
+    return "\n".join(lines)

@@ -84,3 +84,21 @@ for row in (r for r in (small, large) if r):
 (OUT / "table7_h3.json").write_text(json.dumps(table7) + "\n")
 if curves:
     display(Image(filename=str(figures.h3_curves(curves, OUT / "h3_w_vs_delta_w.png", "Appendix H.3"))))
+
+# %% [markdown]
+# ## Findings: the paper's claims over every block
+#
+# Figures 3, 4 and Table 7 read one block; here each claim is measured in every block and summarised
+# (median, min, max), with a verdict either way. Saved as `findings.json`.
+
+# %%
+findings = {}
+if small and large and other:
+    findings["subspace"] = section7.observations(adapter(small), adapter(large), adapter(other))
+    print(section7.format_observations(findings["subspace"]))
+for row in (r for r in (small, large) if r):
+    model, cfg = amplification.load_run(RUNS / row["run"])
+    summary = section7.amplification_summary(amplification.analyse(model, ks=[1]))
+    findings[f"amplification r={row['r']}"] = summary
+    print(section7.format_amplification(f"r={row['r']} ({row['run']})", summary))
+(OUT / "findings.json").write_text(json.dumps(findings, indent=2, default=bool) + "\n")

@@ -97,3 +97,68 @@ def model_conf_128() -> dict:
     conf = model_conf("tiny_bert")
     conf["arch"]["hidden_size"] = 128
     return conf
+
+
+def _adapter(folder, name, blocks: dict[int, dict[str, np.ndarray]]):
+    import torch
+
+    from lora.io import write_safetensors
+
+    tensors = {
+        f"bert.encoder.layer.{b}.attention.self.{'query' if t == 'q' else 'value'}.lora_A.{t}": torch.tensor(a)
+        for b, per_type in blocks.items()
+        for t, a in per_type.items()
+    }
+    file = folder / f"{name}.safetensors"
+    write_safetensors(tensors, {}, file)
+    return file
+
+
+def _with_top(rows: int, d: int, top: np.ndarray, strength: float = 200.0) -> np.ndarray:
+    """A random (rows, d) matrix whose right-singular vectors lead with the rows of `top`, in order."""
+    a = rng.normal(size=(rows, d))
+    a[: len(top)] += strength * np.linspace(1, 0.5, len(top))[:, None] * top
+    return a
+
+
+@pytest.mark.parametrize("v_shared", [False, True])
+def test_observations_see_planted_structure_and_say_when_a_claim_fails(tmp_path, v_shared):
+    from analysis import section7
+
+    d, blocks = 128, range(3)
+    basis = np.linalg.qr(rng.normal(size=(d, d)))[0].T  # orthonormal rows
+    top_q, top_v = basis[:4], basis[4:8]
+    small, large, seed1 = {}, {}, {}
+    for b in blocks:
+        small[b] = {"q": _with_top(8, d, top_q[:1]), "v": _with_top(8, d, top_v[:1])}
+        large[b] = {"q": _with_top(64, d, top_q), "v": _with_top(64, d, top_v)}
+        # the seeds agree on q's subspace and not on v's, or (v_shared) the other way round
+        other_q, other_v = (basis[8:12], top_v) if v_shared else (top_q, basis[8:12])
+        seed1[b] = {"q": _with_top(64, d, other_q), "v": _with_top(64, d, other_v)}
+    files = [_adapter(tmp_path, n, x) for n, x in (("s", small), ("l", large), ("o", seed1))]
+    obs = section7.observations(*files)
+    assert obs["top_direction_phi_1_1"]["q"]["min"] > 0.9 and obs["top_direction_phi_1_1"]["v"]["min"] > 0.9
+    assert obs["random_phi_mean_ij_le_zoom"]["median"] < 2 * obs["random_phi_mean_ij_le_zoom"]["expected"]
+    holds = obs["holds"]
+    assert holds["top direction shared (phi(1,1) > 0.5, median over blocks)"]
+    assert holds["seeds share fewer directions for v than for q"] is (not v_shared)
+    assert "does not hold" in section7.format_observations(obs) if v_shared else True
+
+
+def test_amplification_summary_on_known_singular_structure():
+    from analysis import section7
+    from analysis.amplification import table7
+
+    u, s, v, w = _planted(d=32)
+    weak = np.outer(u[:, -1], v[:, -1]) * 5.0  # Delta W along W's weakest direction: amplification 5 / s[-1]
+    rows = [{"type": "q", "layer": 0, **table7(w, weak, r=1)}]
+    summary = section7.amplification_summary(rows)
+    assert summary["q"]["amplification"]["median"] == pytest.approx(5.0 / s[-1])
+    assert summary["holds"]["amplification well above 1 (median > 2)"]
+    strong = np.outer(u[:, 0], v[:, 0]) * 2.0  # along W's top direction: no amplification to speak of
+    rows = [{"type": "q", "layer": 0, **table7(w, strong, r=1)}]
+    summary = section7.amplification_summary(rows)
+    assert not summary["holds"]["amplification well above 1 (median > 2)"]
+    assert not summary["holds"][
+        "Delta W is not along W's top directions (U^T W V^T < half of W's top-r part, every block)"
+    ]
