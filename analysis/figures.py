@@ -30,13 +30,15 @@ def phi_heatmaps(panels: dict[str, np.ndarray], out, title: str = "", xlabel: st
     Figure 3 is panels phi(A_r=8, A_r=64, i, j) for Delta W_q and Delta W_v, whole and zoomed to i, j <= 8;
     Figure 4 the same between two seeds at r=64 beside two random Gaussian matrices.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    # constrained layout keeps the suptitle, panel titles and the shared colour bar apart
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.6), squeeze=False, layout="constrained")
     image = None
     for ax, (name, grid) in zip(axes[0], panels.items(), strict=True):
         grid = np.asarray(grid)
         extent = (0.5, grid.shape[1] + 0.5, grid.shape[0] + 0.5, 0.5)
         image = ax.imshow(grid, vmin=0, vmax=1, cmap="magma", aspect="auto", extent=extent, interpolation="nearest")
-        ax.set(title=name, xlabel=xlabel, ylabel=ylabel)
+        ax.set_title(name, fontsize=9)
+        ax.set(xlabel=xlabel, ylabel=ylabel)
     fig.colorbar(image, ax=axes[0].tolist(), fraction=0.03)
     if title:
         fig.suptitle(title)

@@ -10,10 +10,11 @@ import pytest
 from analysis.notebooks import notebooks
 from analysis.notebooks.__main__ import main as run_notebooks
 
-SWEEPS = {
-    "table5_minilm_sst2": {"method.r": 7},
-    "table6_minilm_sst2": {"method.targets": 2, "method.r": 5},
-    "section7_minilm_sst2": {"method.r": 2, "trainer.seed": 2},
+SWEEPS = {  # name: (swept keys and their number of values, steps per run)
+    "table5_minilm_sst2": ({"method.r": 7}, 150),
+    "table6_minilm_sst2": ({"method.targets": 2, "method.r": 5}, 150),
+    "section7_minilm_sst2": ({"method.r": 2, "trainer.seed": 2}, 300),
+    "section7_minilm_sst2_loralib": ({"method.r": 2, "trainer.seed": 2}, 300),
 }
 
 
@@ -53,11 +54,13 @@ def test_sweep_files_compose_with_their_sweeper_params(name):
         narrowed = compose(config_name="config", overrides=[f"+sweep={name}", "model=tiny_bert"])
     parser = OverridesParser.create()
     params = {k: list(parser.parse_override(f"{k}={v}").sweep_iterator()) for k, v in cfg.hydra.sweeper.params.items()}
-    assert {k: len(v) for k, v in params.items()} == SWEEPS[name]
-    assert (cfg.model.name, cfg.method.name, cfg.task.name, cfg.trainer.max_steps) == ("minilm_l6", "lora", "sst2", 300)
+    swept, steps = SWEEPS[name]
+    assert {k: len(v) for k, v in params.items()} == swept
+    assert (cfg.model.name, cfg.method.name, cfg.task.name, cfg.trainer.max_steps) == ("minilm_l6", "lora", "sst2", steps)
+    assert cfg.method.init == ("loralib" if name.endswith("loralib") else "paper")
     if name.startswith("table5"):  # one rank per type; the mapping's keys are the targets; 8 rank units each
         assert cfg.method.targets is None and all(sum(r.values()) == 8 for r in params["method.r"])
     output_dir = OmegaConf.to_container(cfg.trainer)["output_dir"]
     assert output_dir == f"runs/sweeps/{name}/${{hydra:job.override_dirname}}"
-    assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["sweep"]
+    assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["sweep", "trainer.threads"]
     assert narrowed.model.name == "tiny_bert"  # the command line still picks the model
