@@ -88,6 +88,7 @@ def read(model: nn.Module, name: str, path: str | os.PathLike) -> Adapter:
 
     The adapter is loaded into the model itself, its factors copied out, and the model put back
     (LoRA layers removed, the head's weights restored): no second copy of the base model is made.
+    The model is left frozen (no parameter requires grad): banks and swaps are for inference.
     """
     if any(True for _ in lora_layers(model)):
         raise LoRAError("the model already has LoRA layers; give a plain base model (lora.unload it first)")
@@ -96,8 +97,8 @@ def read(model: nn.Module, name: str, path: str | os.PathLike) -> Adapter:
     before = {
         n: p.detach().clone() for n, p in model.named_parameters() if n.split(".")[0] in heads or n.endswith("bias")
     }
-    load_adapter(model, path)
     try:
+        load_adapter(model, path)  # inside: a file that fails half-way must not leave LoRA layers behind
         factors = {}
         for site, layer in lora_layers(model):
             if layer.kind == "embedding":

@@ -158,3 +158,17 @@ def test_adapters_a_bank_cannot_hold_are_refused_and_the_model_is_left_plain(tmp
             lora.multi.load(model, {"x": file})
         assert not any(True for _ in lora.lora_layers(model))
         assert torch.equal(logits(model, batch()), before)
+
+
+def test_an_adapter_that_fails_half_way_leaves_the_model_plain(tmp_path):
+    """Same architecture, other width: LoRA is applied before the shapes are found wrong."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    wide = BertForSequenceClassification(
+        BertConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=128)
+    )
+    file = lora.save(lora.apply(wide, LoRAConfig(r=2)), tmp_path / "wide")
+    model = tiny("bert")
+    with pytest.raises(LoRAError, match="does not fit this model"):
+        lora.multi.load(model, {"wide": file})
+    assert not any(True for _ in lora.lora_layers(model))
