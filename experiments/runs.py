@@ -4,21 +4,29 @@
     metrics.json       final and best metrics, every evaluation, parameter counts, time, memory, versions
     adapter.safetensors (+ .json)   only the trained parameters
     log.txt            the log
-    checkpoints/step-N/   the latest complete checkpoint (COMPLETE is written last)
+    checkpoints/step-N/   the latest complete checkpoint (COMPLETE, with the files' SHA-256, is written last)
 
 Nothing is overwritten: a folder that holds a finished run, or a run of another config, is refused.
+Every file is written to a temporary name, fsynced and renamed into place (`lora.io.atomic_path`), so a
+run killed at any moment leaves files that are either whole or absent; a checkpoint counts only when
+its COMPLETE marker is present and every file matches the checksum recorded there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import torch
 import yaml
 
-from lora.io import read_safetensors, write_safetensors, write_text
+from lora.io import TMP_SUFFIX, atomic_path, read_safetensors, write_safetensors, write_text
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "state.json")
 
 IGNORED_KEYS = ("trainer.resume", "trainer.stop_after", "logger.")  # may change between a run and its resume
 
@@ -63,12 +71,24 @@ class RunFolder:
         checkpoint = self.latest_checkpoint()
         if checkpoint is not None and resume == "never":
             raise RunError(f"{self.path} holds a checkpoint and trainer.resume=never; choose a new trainer.output_dir")
+        self.sweep_temporaries()
         write_text(yaml.safe_dump(config, sort_keys=False), saved)
         return checkpoint
 
+    def sweep_temporaries(self):
+        """Remove the hidden temporary files a killed run left half-written (never a finished file)."""
+        if self.path.exists():
+            for tmp in self.path.rglob(f".*{TMP_SUFFIX}"):
+                tmp.unlink()
+
     def latest_checkpoint(self) -> Path | None:
-        done = [p for p in self.checkpoints.glob("step-*") if (p / "COMPLETE").exists()]
-        return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+        """The newest checkpoint whose COMPLETE marker is there and whose files match its checksums."""
+        for folder in sorted(self.checkpoints.glob("step-*"), key=lambda p: int(p.name.split("-")[1]), reverse=True):
+            problem = verify(folder)
+            if problem is None:
+                return folder
+            log.warning("skipping checkpoint %s: %s", folder, problem)
+        return None
 
     def save_checkpoint(self, step: int, trainable: dict, optimizer: dict, state: dict):
         folder = self.checkpoints / f"step-{step:07d}"
@@ -77,9 +97,11 @@ class RunFolder:
         write_safetensors(
             {k: v.detach().cpu().contiguous() for k, v in trainable.items()}, {}, folder / "trainable.safetensors"
         )
-        torch.save(optimizer, folder / "optimizer.pt")
+        with atomic_path(folder / "optimizer.pt") as tmp:
+            torch.save(optimizer, tmp)
         write_text(json.dumps(state), folder / "state.json")
-        write_text("", folder / "COMPLETE")  # last: a folder without it is never loaded
+        sums = {name: sha256(folder / name) for name in CHECKPOINT_FILES}
+        write_text(json.dumps({"sha256": sums}), folder / "COMPLETE")  # last: a folder without it is never loaded
         for old in self.checkpoints.glob("step-*"):
             if old != folder:
                 shutil.rmtree(old)
@@ -95,6 +117,31 @@ class RunFolder:
 
     def write_metrics(self, metrics: dict):
         write_text(json.dumps(metrics, indent=2) + "\n", self.path / "metrics.json")
+
+
+def sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(folder: Path) -> str | None:
+    """None if the checkpoint folder is complete and intact, else what is wrong with it."""
+    marker = folder / "COMPLETE"
+    if not marker.exists():
+        return "no COMPLETE marker (the run was stopped while writing it)"
+    try:
+        sums = json.loads(marker.read_text())["sha256"]
+    except (ValueError, KeyError, TypeError):
+        return "its COMPLETE marker is not the JSON this code writes"
+    for name in CHECKPOINT_FILES:
+        if not (folder / name).exists():
+            return f"{name} is missing"
+        if sha256(folder / name) != sums.get(name):
+            return f"{name} does not match its checksum (truncated or changed)"
+    return None
 
 
 def config_diff(old: dict, new: dict) -> list[str]:

@@ -114,6 +114,9 @@ def run(cfg: dict) -> dict:
             with accelerator.autocast():
                 outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
                 loss = task.loss(outputs, batch, t["label_smoothing"])
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                _diverged(folder, cfg, state, loss_value, accelerator.is_main_process)
             accelerator.backward(loss / t["grad_accum"])
             seen += len(chunk)
             state["batch"] = i + 1
@@ -125,7 +128,7 @@ def run(cfg: dict) -> dict:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state["step"] += 1
-            state["loss"] = loss.item()
+            state["loss"] = loss_value
             bar.update(1)
             bar.set_postfix(loss=f"{state['loss']:.4f}", ex_per_s=f"{seen / (time.time() - started):.1f}")
             if state["step"] % t["log_every"] == 0:
@@ -207,6 +210,29 @@ def _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_ru
     log.info("eval step %d: %s", state["step"], ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "/" in k))
     if wandb_run:
         wandb_run.log({f"eval/{k}": v for k, v in record.items() if "/" in k}, step=state["step"])
+
+
+def _diverged(folder: RunFolder, cfg: dict, state: dict, loss: float, main: bool):
+    """Stop at a NaN or infinite loss before it reaches the weights; the last checkpoint stays."""
+    step = state["step"] + 1
+    kept = folder.latest_checkpoint()
+    where = f"the last good checkpoint is {kept}" if kept else "no checkpoint was written before it"
+    if main:
+        folder.write_metrics(
+            {
+                "status": "diverged",
+                "step": step,
+                "loss": str(loss),
+                "model": cfg["model"]["name"],
+                "method": cfg["method"]["name"],
+                "evals": state["evals"],
+                "checkpoint": str(kept) if kept else None,
+            }
+        )
+    raise RunError(
+        f"the loss is {loss} at step {step}; {where}. Lower trainer.lr (now {cfg['trainer']['lr']}) or set "
+        "trainer.max_grad_norm, and start again in a new trainer.output_dir"
+    )
 
 
 def _checkpoint(folder: RunFolder, model, optimizer, scheduler, state: dict):

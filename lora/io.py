@@ -176,25 +176,39 @@ def read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 
 def write_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], file: Path):
     file.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic(file) as tmp:
+    with atomic_path(file) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", **metadata})
 
 
 def write_text(text: str, file: Path):
     file.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic(file) as tmp, open(tmp, "w") as f:
+    with atomic_path(file) as tmp, open(tmp, "w") as f:
         f.write(text)
 
 
-class _atomic:
-    """Yield a temporary path beside `file`; on success fsync and rename it over `file`."""
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class atomic_path:
+    """Yield a temporary path beside `file`; on success fsync and rename it over `file`.
+
+    A reader (or a run resumed after a kill) sees the old file or the new one, never half of one;
+    a kill leaves at most a hidden ``.NAME.*.tmp`` file, which `RunFolder.open` sweeps away.
+    """
 
     def __init__(self, file: Path):
         self.file = file
 
     def __enter__(self) -> str:
-        fd, self.tmp = tempfile.mkstemp(dir=self.file.parent, prefix=f".{self.file.name}.", suffix=".tmp")
+        fd, self.tmp = tempfile.mkstemp(dir=self.file.parent, prefix=f".{self.file.name}.", suffix=TMP_SUFFIX)
         os.close(fd)
+        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; results are for the whole team
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):

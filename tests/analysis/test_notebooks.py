@@ -56,7 +56,8 @@ def test_sweep_files_compose_with_their_sweeper_params(name):
     params = {k: list(parser.parse_override(f"{k}={v}").sweep_iterator()) for k, v in cfg.hydra.sweeper.params.items()}
     swept, steps = SWEEPS[name]
     assert {k: len(v) for k, v in params.items()} == swept
-    assert (cfg.model.name, cfg.method.name, cfg.task.name, cfg.trainer.max_steps) == ("minilm_l6", "lora", "sst2", steps)
+    composed = (cfg.model.name, cfg.method.name, cfg.task.name, cfg.trainer.max_steps)
+    assert composed == ("minilm_l6", "lora", "sst2", steps)
     assert cfg.method.init == ("loralib" if name.endswith("loralib") else "paper")
     if name.startswith("table5"):  # one rank per type; the mapping's keys are the targets; 8 rank units each
         assert cfg.method.targets is None and all(sum(r.values()) == 8 for r in params["method.r"])

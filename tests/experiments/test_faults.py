@@ -1,0 +1,145 @@
+"""Runs survive faults: SIGKILL at many moments, a NaN loss, a damaged checkpoint.
+
+Each killed run is resumed and must end with bitwise the weights of a run never interrupted (CPU,
+same threads, deterministic kernels), and at no moment may the run folder hold a visible file that
+does not load whole. The default suite kills at one moment of each kind; `-m slow` at 23 moments.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+from safetensors import safe_open
+
+from experiments.cli import compose
+from experiments.runs import RunError, RunFolder, verify
+from experiments.train import run
+from lora.io import read_safetensors
+
+HARNESS = Path(__file__).with_name("fault_run.py")
+TINY = ["model=tiny_bert", "task=rte", "method.dropout=0.1", "trainer.max_steps=8", "trainer.train_limit=48",
+        "trainer.eval_limit=8", "trainer.batch_size=8", "trainer.eval_every=4", "trainer.save_every=2",
+        "trainer.threads=2"]  # fmt: skip
+# In this run: 8 optimizer steps; 20 file writes (config.yaml; 4 per checkpoint at steps 2, 4, 6, 8:
+# trainable, optimizer, state, COMPLETE; then adapter, adapter.json, metrics.json); 3 old checkpoints removed.
+EACH_KIND = [("step", 3), ("torn", 5), ("rename", 20), ("renamed", 9), ("rmtree", 1)]
+ALL_MOMENTS = [
+    *[("step", n) for n in (1, 2, 3, 5, 7, 8)],
+    *[("torn", n) for n in (1, 2, 3, 4, 5, 10, 18, 19, 20)],  # 1: config.yaml, 2-5: checkpoint 2, 20: metrics
+    *[("rename", n) for n in (6, 13, 20)],
+    *[("renamed", n) for n in (5, 9, 20)],  # 20: metrics.json in place, checkpoints not yet dropped
+    *[("rmtree", n) for n in (1, 3)],
+]
+
+
+def harness(event: str, n: int, folder: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(HARNESS), event, str(n), str(folder), *TINY]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("faults") / "straight"
+    done = harness("none", 0, folder)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return read_safetensors(folder / "adapter.safetensors")[0]
+
+
+def whole_files(folder: Path) -> list[str]:
+    """Every visible file loads whole (JSON, YAML, safetensors, torch); returns those that do not."""
+    broken = []
+    for f in folder.rglob("*"):
+        if not f.is_file() or f.name.startswith(".") or f.name in ("log.txt", "COMPLETE"):
+            continue
+        try:
+            if f.suffix == ".json":
+                json.loads(f.read_text())
+            elif f.suffix == ".yaml":
+                assert isinstance(yaml.safe_load(f.read_text()), dict)
+            elif f.suffix == ".safetensors":
+                with safe_open(str(f), framework="pt") as st:
+                    [st.get_tensor(k) for k in st.keys()]
+            elif f.suffix == ".pt":
+                torch.load(f, weights_only=True)
+        except Exception as err:
+            broken.append(f"{f.relative_to(folder)}: {err}")
+    for ckpt in (folder / "checkpoints").glob("step-*"):
+        if (ckpt / "COMPLETE").exists() and verify(ckpt) is not None and not _being_removed(ckpt, folder):
+            broken.append(f"{ckpt.name}: {verify(ckpt)}")
+    return broken
+
+
+def _being_removed(ckpt: Path, folder: Path) -> bool:
+    """An older checkpoint caught while it was being deleted: loading skips it (its checksums fail)."""
+    newest = RunFolder(folder).latest_checkpoint()
+    return newest is not None and newest != ckpt
+
+
+def kill_resume_compare(event: str, n: int, folder: Path, reference: dict):
+    killed = harness(event, n, folder)
+    assert killed.returncode == -9, f"{event} {n} was not reached: rc {killed.returncode}\n{killed.stderr[-1500:]}"
+    assert whole_files(folder) == [], f"after {event} {n}"
+    metrics = folder / "metrics.json"
+    if not (metrics.exists() and json.loads(metrics.read_text())["status"] == "complete"):
+        resumed = harness("none", 0, folder)
+        assert resumed.returncode == 0, f"resume after {event} {n}: {resumed.stderr[-2000:]}"
+    assert not list(folder.rglob(".*.tmp")), "a finished run leaves no temporary files"
+    weights, _ = read_safetensors(folder / "adapter.safetensors")
+    assert weights.keys() == reference.keys()
+    assert all(torch.equal(weights[k], reference[k]) for k in weights), f"weights differ after {event} {n}"
+
+
+@pytest.mark.parametrize(("event", "n"), EACH_KIND)
+def test_a_run_killed_at_each_kind_of_moment_resumes_to_the_same_weights(tmp_path, reference, event, n):
+    kill_resume_compare(event, n, tmp_path / "run", reference)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("event", "n"), ALL_MOMENTS)
+def test_a_run_killed_at_23_moments_resumes_to_the_same_weights(tmp_path, reference, event, n):
+    kill_resume_compare(event, n, tmp_path / "run", reference)
+
+
+def test_there_are_at_least_20_moments():
+    assert len(set(ALL_MOMENTS)) >= 20 and set(EACH_KIND) <= set(ALL_MOMENTS)
+
+
+def config(folder: Path, *overrides: str) -> dict:
+    return OmegaConf.to_container(compose([f"trainer.output_dir={folder}", *overrides]), resolve=True)
+
+
+def test_a_nan_loss_stops_the_run_names_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    cfg = config(tmp_path, *TINY, "trainer.lr=1e30", "trainer.max_grad_norm=0", "trainer.save_every=1")
+    with pytest.raises(RunError, match=r"the loss is (nan|inf) at step (\d+); the last good checkpoint is") as err:
+        run(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and f"at step {metrics['step']};" in str(err.value)
+    kept = RunFolder(tmp_path).latest_checkpoint()
+    assert kept is not None and int(kept.name.split("-")[1]) == metrics["step"] - 1 and verify(kept) is None
+    assert "\n" not in str(err.value)
+
+
+def test_a_checkpoint_that_fails_its_checksum_is_not_resumed_from(tmp_path):
+    run(config(tmp_path, *TINY, "trainer.stop_after=4"))
+    folder = RunFolder(tmp_path)
+    ckpt = folder.latest_checkpoint()
+    assert ckpt is not None and ckpt.name == "step-0000004"
+    state = ckpt / "state.json"
+    state.write_text(state.read_text().replace('"step": 4', '"step": 3'))  # whole, valid JSON, but changed
+    assert "does not match its checksum" in verify(ckpt)
+    assert folder.latest_checkpoint() is None  # the older one was removed when step 4 completed
+
+
+def test_stale_temporary_files_of_a_killed_run_are_swept_on_resume(tmp_path):
+    run(config(tmp_path, *TINY, "trainer.stop_after=2"))
+    stale = tmp_path / ".metrics.json.abc123.tmp"
+    stale.write_text('{"status": "compl')
+    run(config(tmp_path, *TINY))
+    assert not stale.exists() and json.loads((tmp_path / "metrics.json").read_text())["status"] == "complete"
