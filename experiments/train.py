@@ -8,7 +8,6 @@ the data, so an interrupted and resumed run ends with the same weights as an uni
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import platform
@@ -23,7 +22,7 @@ from tqdm import tqdm
 
 import baselines
 import lora
-from lora.io import load_tensors, read_safetensors, trainable_state
+from lora.io import config_from_meta, load_tensors, read_safetensors, trainable_state
 
 from .models import build, check_loadable, load_tokenizer
 from .paths import ROOT
@@ -267,7 +266,7 @@ def _init_from_adapter(model, file: Path):
         raise RunError("trainer.init_adapter needs a LoRA method; this run's method has no LoRA matrices")
     file = file if file.suffix else file / "adapter.safetensors"
     tensors, meta = read_safetensors(file)
-    theirs = lora.LoRAConfig.from_dict(json.loads(meta["lora_config"])) if "lora_config" in meta else None
+    theirs = config_from_meta(meta, file) if "lora_config" in meta else None
     keys = ("r", "alpha", "targets", "layers", "rslora")
     if theirs is None or any(getattr(theirs, k) != getattr(ours, k) for k in keys):
         raise RunError(f"{file} was trained with LoRA {theirs}; this run uses {ours}: they must agree on {keys}")

@@ -74,11 +74,24 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     tensors, meta = read_safetensors(file)
     if "lora_config" not in meta:
         raise LoRAError(f"{file} has no LoRA config in its header; it was not written by lora.save")
-    config = LoRAConfig.from_dict(json.loads(meta["lora_config"]))
+    config = config_from_meta(meta, file)
     check_model_type(model, meta.get("model_type", ""), meta.get("base_model", "?"), file)
     attach(model, config, source=file)
     load_tensors(model, tensors, source=file, base_model=meta.get("base_model", "?"))
     return model
+
+
+def config_from_meta(meta: dict[str, str], source: Path) -> LoRAConfig:
+    """The LoRA config recorded in an adapter file's header, or a LoRAError if it is damaged."""
+    try:
+        d = json.loads(meta["lora_config"])
+        if not isinstance(d, dict):
+            raise TypeError(f"a JSON {type(d).__name__}, not an object")
+        return LoRAConfig.from_dict(d)
+    except LoRAError as err:
+        raise LoRAError(f"{source}: {err}") from None
+    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError; wrong field types raise TypeError
+        raise LoRAError(f"{source} has a damaged LoRA config in its header ({err}); the file is corrupted") from None
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:

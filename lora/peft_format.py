@@ -22,6 +22,7 @@ from .io import (
     attach,
     base_model_name,
     check_model_type,
+    config_from_meta,
     load_tensors,
     read_safetensors,
     trainable_state,
@@ -118,7 +119,7 @@ def load_peft(model: nn.Module, folder: Path) -> nn.Module:
     tensors, meta = read_safetensors(folder / WEIGHTS)
     if "lora_config" in meta:
         check_model_type(model, meta.get("model_type", ""), str(cfg.get("base_model_name_or_path")), folder)
-        config = LoRAConfig.from_dict(json.loads(meta["lora_config"]))
+        config = config_from_meta(meta, folder / WEIGHTS)
     else:
         config = _infer_config(model, cfg, tensors, folder)
     attach(model, config, source=folder)
@@ -162,7 +163,8 @@ def _check_supported(cfg: dict, source: Path):
     for key, value in cfg.items():
         if key in _READ or value in (None, False, {}, [], "") or _HARMLESS.get(key) == value:
             continue
-        raise LoRAError(f"{source} sets {key}={value!r}, which this library does not implement; remove it or use PEFT")
+        name = key if key.isidentifier() else repr(key)  # a key with a newline must not break the one line
+        raise LoRAError(f"{source} sets {name}={value!r}, which this library does not implement; remove it or use PEFT")
     if cfg.get("init_lora_weights", True) not in (True, False, "gaussian"):
         raise LoRAError(
             f"{source} uses init_lora_weights={cfg['init_lora_weights']!r}, which changes the base weights; "

@@ -1,0 +1,290 @@
+"""The table of bad inputs: each gets one clear line, a non-zero exit, and leaves existing files as they were.
+
+Each case is (id, setup, command, what the one line must say). `setup(tmp)` writes whatever files the
+case needs and returns values substituted into the command ({run}, {data}, {adapter}, ...). Commands
+of `run.py` run in-process the way `run.py` runs them (the config check, then the runner, its user
+errors printed as one line with exit 2); two subprocess cases check the real entry point. The
+server's bad requests (malformed, too large, unknown adapter) are a table of their own in
+tests/lora/test_serve.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import lora
+from experiments.cli import USER_ERRORS, check_config, compose
+from experiments.paths import ROOT
+from experiments.train import run
+from lora.io import write_safetensors
+
+TINY = ["model=tiny_bert", "task=rte", "trainer.max_steps=2", "trainer.train_limit=16", "trainer.eval_limit=8",
+        "trainer.batch_size=8", "trainer.eval_every=2"]  # fmt: skip
+RTE = ["index\tsentence1\tsentence2\tlabel", "0\tA man sleeps.\tSomeone sleeps.\tentailment"]
+
+
+def glue_dir(tmp: Path, train: bytes | str | None = None) -> Path:
+    """A GLUE folder with a tiny RTE (dev always valid), its train.tsv replaced when given."""
+    folder = tmp / "glue" / "RTE"
+    folder.mkdir(parents=True)
+    (folder / "dev.tsv").write_text("\n".join(RTE) + "\n")
+    body = "\n".join(RTE) + "\n" if train is None else train
+    if train != "absent":
+        (folder / "train.tsv").write_bytes(body if isinstance(body, bytes) else body.encode())
+    return tmp / "glue"
+
+
+def adapter(tmp: Path, model: str = "tiny_bert", **config) -> Path:
+    from experiments.models import build
+
+    m = lora.apply(build(model, head="seq_cls"), lora.LoRAConfig(**{"r": 8, "targets": ("q", "v"), **config}))
+    return lora.save(m, tmp / f"adapter-{model}-{config.get('r', 8)}" / "adapter.safetensors")
+
+
+def finished_run(tmp: Path) -> Path:
+    folder = tmp / "done"
+    outcome([*TINY, f"trainer.output_dir={folder}"])
+    return folder
+
+
+def partial_run(tmp: Path) -> Path:
+    folder = tmp / "partial"
+    outcome([*TINY, f"trainer.output_dir={folder}", "trainer.stop_after=1", "trainer.save_every=1"])
+    return folder
+
+
+def notes(tmp: Path) -> Path:
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "notes.txt").write_text("my notes")
+    return tmp / "mine"
+
+
+def truncated(tmp: Path) -> Path:
+    file = adapter(tmp)
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    return file
+
+
+def garbage(tmp: Path) -> Path:
+    file = adapter(tmp)
+    data = bytearray(file.read_bytes())
+    data[:8] = b"\xff" * 8  # the header length: no longer a safetensors file
+    file.write_bytes(bytes(data))
+    return file
+
+
+def peft_folder(tmp: Path, **extra) -> Path:
+    from experiments.models import build
+
+    m = lora.apply(build("tiny_bert", head="seq_cls"), lora.LoRAConfig(r=4))
+    folder = lora.save(m, tmp / "peft", format="peft")
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**cfg, **extra}))
+    return folder
+
+
+# (id, setup -> {name: value} for the command, command, part of the one line)
+CASES = [
+    # config typos and wrong types
+    ("unknown key", None, ["trainer.lr_rate=1"], "lr_rate"),
+    ("wrong type", None, ["trainer.lr=fast"], "lr"),
+    ("unknown model", None, ["model=gpt5"], "gpt5"),
+    ("unknown method", None, ["method=lorra"], "lorra"),
+    ("unknown task", None, ["task=sst3"], "sst3"),
+    ("negative steps", None, [*TINY, "trainer.max_steps=-1"], "max_steps"),
+    ("zero batch", None, [*TINY, "trainer.batch_size=0"], "batch_size"),
+    ("bad resume mode", None, [*TINY, "trainer.resume=maybe"], "trainer.resume must be auto or never"),
+    # ranks and weight types
+    ("rank 0", None, [*TINY, "method.r=0"], "rank for 'q' must be a positive integer"),
+    ("negative rank", None, [*TINY, "method.r=-4"], "must be a positive integer"),
+    ("rank above the weight", None, [*TINY, "method.r=1000"], "exceeds the size"),
+    ("unknown weight type", None, [*TINY, "method.targets=[q,gate]"], "unknown weight type 'gate'"),
+    ("alpha 0", None, [*TINY, "method.alpha=0"], "alpha for 'q' must be a positive number"),
+    ("dropout 1.5", None, [*TINY, "method.dropout=1.5"], "dropout must be in [0, 1)"),
+    ("method not for the family", None, ["model=tiny_llama", "method=bitfit", "task=rte"], "does not support"),
+    ("block out of range", None, [*TINY, "method.layers=[7]"], "layers=[7] but this bert model has 2 blocks"),
+    # adapter files
+    ("adapter missing", None, [*TINY, "trainer.init_adapter={tmp}/nothing.safetensors"], "no adapter file"),
+    ("adapter truncated", lambda t: {"a": truncated(t)}, [*TINY, "trainer.init_adapter={a}"], "truncated"),
+    ("adapter garbled", lambda t: {"a": garbage(t)}, [*TINY, "trainer.init_adapter={a}"], "not a readable"),
+    ("adapter of another shape", lambda t: {"a": adapter(t, r=4)}, [*TINY, "trainer.init_adapter={a}"],
+     "they must agree on"),
+    ("adapter of another model", lambda t: {"a": adapter(t, "tiny_roberta")},
+     [*TINY, "model=tiny_deberta", "trainer.init_adapter={a}"], "does not fit this model"),
+    # data files
+    ("data missing", lambda t: {"d": glue_dir(t, "absent")}, [*TINY, "task.data_dir={d}", "task.hub=false"],
+     "GLUE rte train not found"),
+    ("data empty", lambda t: {"d": glue_dir(t, "")}, [*TINY, "task.data_dir={d}"], "holds no examples"),
+    ("data wrong columns", lambda t: {"d": glue_dir(t, "id\ttext\tlabel\n0\thi\t1\n")}, [*TINY, "task.data_dir={d}"],
+     "lacks the columns"),
+    ("data invalid UTF-8", lambda t: {"d": glue_dir(t, "\n".join(RTE).encode() + b"\xff\xfe bad\n")},
+     [*TINY, "task.data_dir={d}"], "is not valid UTF-8"),
+    ("data wrong label", lambda t: {"d": glue_dir(t, RTE[0] + "\n0\ta\tb\tmaybe\n")}, [*TINY, "task.data_dir={d}"],
+     "label 'maybe' is not one of"),
+    # output folders
+    ("folder holds a finished run", lambda t: {"r": finished_run(t)}, [*TINY, "trainer.output_dir={r}"],
+     "already holds a finished run"),
+    ("folder holds another config", lambda t: {"r": partial_run(t)},
+     [*TINY, "trainer.output_dir={r}", "trainer.lr=0.5"], "holds a run of another config (differs in trainer.lr"),
+    ("folder holds other files", lambda t: {"r": notes(t)}, [*TINY, "trainer.output_dir={r}"],
+     "already holds other files"),
+    ("checkpoint but resume=never", lambda t: {"r": partial_run(t)},
+     [*TINY, "trainer.output_dir={r}", "trainer.save_every=1", "trainer.resume=never"],
+     "holds a checkpoint and trainer.resume=never"),
+]  # fmt: skip
+
+
+def outcome(argv: list[str]) -> tuple[int, str]:
+    """(exit code, the error line) of `python run.py ARGV`, run in this process as run.py does."""
+    try:
+        check_config(argv)
+        run(OmegaConf.to_container(compose(argv), resolve=True))
+    except SystemExit as exit_:
+        return 1, str(exit_.code)
+    except USER_ERRORS as err:
+        return 2, f"error: {err}"
+    return 0, ""
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_there_are_at_least_30_bad_inputs():
+    assert len({c[0] for c in CASES}) == len(CASES) >= 30
+
+
+@pytest.mark.parametrize(("name", "setup", "argv", "message"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_touches_nothing(tmp_path, monkeypatch, name, setup, argv, message):
+    monkeypatch.chdir(tmp_path)  # a run folder with a relative default path would land here
+    values = {"tmp": tmp_path, **(setup(tmp_path) if setup else {})}
+    argv = [a.format(**values) for a in argv]
+    if not any(a.startswith("trainer.output_dir=") for a in argv):
+        argv.append(f"trainer.output_dir={tmp_path}/out")
+    before = snapshot(tmp_path)
+    code, line = outcome(argv)
+    assert code != 0, f"{name}: accepted"
+    assert line.startswith("error: ") and "\n" not in line.strip(), line
+    assert message in line, line
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before, "an existing file changed"
+
+
+def test_peft_adapter_configs_with_unknown_fields_or_features_are_refused(tmp_path):
+    from experiments.models import build
+
+    for extra, message in (({"use_dora": True}, "use_dora"), ({"my_new_field": 1}, "my_new_field")):
+        folder = peft_folder(tmp_path / str(len(message)), **extra)
+        before = snapshot(folder)
+        with pytest.raises(lora.LoRAError, match=message) as err:
+            lora.load(build("tiny_bert", head="seq_cls"), folder)
+        assert "\n" not in str(err.value) and snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [(["trainer.lr_rate=1"], 1, "lr_rate"), ([*TINY, "method.r=0"], 2, "must be a positive integer")],
+)
+def test_the_real_entry_point_prints_one_line_and_exits_non_zero(tmp_path, argv, code, message):
+    done = subprocess.run([sys.executable, str(ROOT / "run.py"), *argv, f"trainer.output_dir={tmp_path}/o"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert done.returncode == code and message in done.stderr, done.stderr[-2000:]
+    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_torch_load_never_unpickles_objects(tmp_path):
+    """Checkpoints are read with weights_only=True: a pickle that would run code is refused."""
+    from experiments.runs import RunFolder
+
+    folder = tmp_path / "checkpoints" / "step-0000001"
+    write_safetensors({"w": torch.zeros(2)}, {}, folder / "trainable.safetensors")
+    torch.save({"x": shutil.rmtree}, folder / "optimizer.pt")  # a callable: not plain weights
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+        RunFolder(tmp_path).load_checkpoint(folder)
+
+
+# --- parsers fuzzed: whatever the bytes, only the parser's own one-line error may escape ---
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@FUZZ
+@given(content=st.binary(max_size=400), task=st.sampled_from(["rte", "sst2", "stsb", "mrpc"]))
+def test_glue_tsv_reader_fuzzed(tmp_path_factory, content, task):
+    from experiments.tasks import TaskError
+    from experiments.tasks.glue import SPECS, read_tsv
+
+    file = tmp_path_factory.mktemp("tsv") / "train.tsv"
+    file.write_bytes(content)
+    try:
+        read_tsv(file, SPECS[task])
+    except TaskError as err:
+        assert "\n" not in str(err)
+
+
+@FUZZ
+@given(content=st.binary(max_size=600), keep=st.integers(0, 2000))
+def test_adapter_file_reader_fuzzed(tmp_path_factory, content, keep):
+    """Random bytes, or a real adapter file cut or overwritten at some point: a LoRAError, never a crash."""
+    from experiments.models import build
+
+    folder = tmp_path_factory.mktemp("adapter")
+    real = lora.save(lora.apply(build("tiny_bert", head="seq_cls"), lora.LoRAConfig(r=2)), folder / "a")
+    data = real.read_bytes()
+    real.write_bytes(data[:keep] + content + data[keep + len(content) :])
+    try:
+        lora.load(build("tiny_bert", head="seq_cls"), real)
+    except lora.LoRAError as err:
+        assert "\n" not in str(err)
+
+
+@FUZZ
+@given(extra=st.dictionaries(st.text(min_size=1, max_size=12), JSON, max_size=3))
+def test_peft_adapter_config_fuzzed(tmp_path_factory, extra):
+    from experiments.models import build
+
+    folder = peft_folder(tmp_path_factory.mktemp("peft"), **extra)
+    try:
+        lora.load(build("tiny_bert", head="seq_cls"), folder)
+    except lora.LoRAError as err:
+        assert "\n" not in str(err)
+
+
+@FUZZ
+@given(body=JSON, path=st.sampled_from(["/classify", "/generate", "/x"]))
+def test_server_request_parser_fuzzed(body, path):
+    from http import HTTPStatus
+
+    from experiments.models import CharTokenizer
+    from lora.serve import Engine, Limits, RequestError
+
+    engine = _ENGINE.get("e")
+    if engine is None:
+        from experiments.models import build
+
+        model = build("tiny_bert", head="seq_cls")
+        bank = lora.multi.load(model, {"a": adapter(Path(__import__("tempfile").mkdtemp()))})
+        engine = _ENGINE["e"] = Engine(model, CharTokenizer(128), bank, "classify", Limits())
+    try:
+        engine.parse(path, body if isinstance(body, dict) else {"text": body})
+    except RequestError as err:
+        assert 400 <= err.status < 500 and err.status != HTTPStatus.OK and "\n" not in str(err)
+
+
+_ENGINE: dict = {}
