@@ -12,9 +12,9 @@ import argparse
 import json
 import sys
 
-from experiments.metrics import JavaMissing, ScoreInputError, e2e_scores, read_predictions, read_references
+from experiments import metrics
+from experiments.metrics import JavaMissing, ScoreInputError, read_predictions, read_references
 from experiments.metrics.files import check_counts
-from experiments.metrics.webnlg import webnlg_scores
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -35,9 +35,7 @@ def score(task: str, refs_path: str, preds_path: str, nist: str = "python") -> d
     """Read both files, check they line up, and compute the task's metrics."""
     references, predictions = read_references(refs_path), read_predictions(preds_path)
     check_counts(references, predictions, refs_path, preds_path)
-    if task == "e2e":
-        return e2e_scores(references, predictions, nist=nist)
-    return webnlg_scores(references, predictions)
+    return metrics.score(task, references, predictions, nist=nist)
 
 
 def main(argv: list[str] | None = None) -> int:

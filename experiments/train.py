@@ -277,12 +277,8 @@ def _finish(cfg, folder: RunFolder, model, task, state, counts, started, tokeniz
     is_lora = getattr(model, lora.model.CONFIG_ATTR, None) is not None
     if is_lora:
         lora.save(model, folder.path / "adapter.safetensors")
-    else:
-        from lora.io import write_safetensors
-
-        write_safetensors(
-            trainable_state(model), {"method": cfg["method"]["name"]}, folder.path / "adapter.safetensors"
-        )
+    else:  # the method's config in the header, so `baselines.load` can rebuild the model from the file alone
+        baselines.save(model, folder.path / "adapter.safetensors")
     train_seconds = round(time.time() - started, 1)
     if is_lora:
         lora.merge(model)  # what the task does last (NLG decoding) runs at the base model's speed

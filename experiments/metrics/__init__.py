@@ -44,8 +44,11 @@ def e2e_scores(references: Sequence[Sequence[str]], hypotheses: Sequence[str], n
     return {name: scores[name] for name in E2E_METRICS}
 
 
-def score(task: str, references: Sequence[Sequence[str]], hypotheses: Sequence[str]) -> dict[str, float]:
-    """The paper's metrics for a task: E2E's five, or BLEU/METEOR/TER for WebNLG and DART."""
+def score(
+    task: str, references: Sequence[Sequence[str]], hypotheses: Sequence[str], nist: str = "python"
+) -> dict[str, float]:
+    """The paper's metrics for a task: E2E's five (``nist="perl"``: the Perl NIST), or BLEU/METEOR/TER
+    for WebNLG and DART."""
     if task not in ("e2e", "webnlg", "dart"):
         raise ValueError(f"no metric suite for {task!r}; choose e2e, webnlg or dart")
-    return e2e_scores(references, hypotheses) if task == "e2e" else webnlg_scores(references, hypotheses)
+    return e2e_scores(references, hypotheses, nist=nist) if task == "e2e" else webnlg_scores(references, hypotheses)

@@ -252,3 +252,12 @@ def test_model_overrides_on_the_command_line_are_used(tmp_path):
 def test_the_seed_reaches_randomly_initialised_models():
     w = [build("tiny_bert", seed=s).embeddings.word_embeddings.weight for s in (0, 0, 1)]
     assert torch.equal(w[0], w[1]) and not torch.equal(w[0], w[2])
+
+
+def test_a_non_lora_runs_file_loads_with_baselines_load(tmp_path):
+    """What a run of another method writes is read back by `baselines.load` alone, with the same outputs."""
+    run(config(tmp_path, "model=tiny_bert", "method=bitfit", "task=rte", *TINY))
+    model = baselines.load(build("tiny_bert", head="seq_cls"), tmp_path / "adapter.safetensors")
+    tensors, _ = read_safetensors(tmp_path / "adapter.safetensors")
+    params = dict(model.named_parameters())
+    assert tensors and all(torch.equal(params[k], v) for k, v in tensors.items())
