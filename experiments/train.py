@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import random
 import resource
@@ -305,6 +306,7 @@ def _finish(cfg, folder: RunFolder, model, task, state, counts, started, tokeniz
         "peak_memory_mb": _peak_memory_mb(),
         "versions": _versions(),
         "git_commit": _git_commit(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside SLURM
     }
     folder.write_metrics(metrics)
     folder.drop_checkpoints()  # finished: the adapter holds the result, optimizer states are dead weight
