@@ -14,7 +14,9 @@ import os
 import platform
 import random
 import resource
+import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -105,50 +107,62 @@ def run(cfg: dict) -> dict:
     bar = tqdm(total=total, initial=state["step"], desc=f"{cfg['method']['name']} {task.name}", unit="step",
                disable=None)  # fmt: skip
     done = state["step"] >= total
-    while not done:
-        epoch_batches = batches(len(train_set), t["batch_size"], t["seed"], state["epoch"],
-                                accelerator.process_index, accelerator.num_processes)  # fmt: skip
-        for i in range(state["batch"], len(epoch_batches)):
-            chunk = [train_set[j] for j in epoch_batches[i]]
-            batch = {k: v.to(device) for k, v in task.batch(tokenizer, chunk, special).items()}
-            with accelerator.autocast():
-                outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
-                loss = task.loss(outputs, batch, t["label_smoothing"])
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                _diverged(folder, cfg, state, loss_value, accelerator.is_main_process)
-            accelerator.backward(loss / t["grad_accum"])
-            seen += len(chunk)
-            state["batch"] = i + 1
-            if state["batch"] % t["grad_accum"] and state["batch"] < len(epoch_batches):
-                continue
-            if t["max_grad_norm"]:
-                accelerator.clip_grad_norm_(model.parameters(), t["max_grad_norm"])
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            state["loss"] = loss_value
-            bar.update(1)
-            bar.set_postfix(loss=f"{state['loss']:.4f}", ex_per_s=f"{seen / (time.time() - started):.1f}")
-            if state["step"] % t["log_every"] == 0:
-                log.info("step %d loss %.4f lr %.2e", state["step"], state["loss"], scheduler.get_last_lr()[0])
-                if wandb_run:
-                    wandb_run.log({"train/loss": state["loss"], "lr": scheduler.get_last_lr()[0]}, step=state["step"])
-            done = state["step"] >= total
-            if state["step"] % eval_every == 0 or done:
-                _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run)
-            if (state["step"] % save_every == 0 or done) and accelerator.is_main_process:
-                state["train_seconds"] = time.time() - started
-                _checkpoint(folder, accelerator.unwrap_model(model), optimizer, scheduler, state)
-            if t["stop_after"] and state["step"] >= t["stop_after"] and not done:
-                log.info("stopping at step %d (trainer.stop_after)", state["step"])
-                bar.close()
-                return {"status": "stopped", "step": state["step"]}
-            if done:
-                break
-        else:
-            state["epoch"], state["batch"] = state["epoch"] + 1, 0
+    preemption = Preemption()  # SLURM's warning before a time limit or preemption: checkpoint, then requeue
+    try:
+        while not done:
+            epoch_batches = batches(len(train_set), t["batch_size"], t["seed"], state["epoch"],
+                                    accelerator.process_index, accelerator.num_processes)  # fmt: skip
+            for i in range(state["batch"], len(epoch_batches)):
+                chunk = [train_set[j] for j in epoch_batches[i]]
+                batch = {k: v.to(device) for k, v in task.batch(tokenizer, chunk, special).items()}
+                with accelerator.autocast():
+                    outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
+                    loss = task.loss(outputs, batch, t["label_smoothing"])
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    _diverged(folder, cfg, state, loss_value, accelerator.is_main_process)
+                accelerator.backward(loss / t["grad_accum"])
+                seen += len(chunk)
+                state["batch"] = i + 1
+                if state["batch"] % t["grad_accum"] and state["batch"] < len(epoch_batches):
+                    continue
+                if t["max_grad_norm"]:
+                    accelerator.clip_grad_norm_(model.parameters(), t["max_grad_norm"])
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                state["loss"] = loss_value
+                bar.update(1)
+                bar.set_postfix(loss=f"{state['loss']:.4f}", ex_per_s=f"{seen / (time.time() - started):.1f}")
+                if state["step"] % t["log_every"] == 0:
+                    lr = scheduler.get_last_lr()[0]
+                    log.info("step %d loss %.4f lr %.2e", state["step"], state["loss"], lr)
+                    if wandb_run:
+                        wandb_run.log({"train/loss": state["loss"], "lr": lr}, step=state["step"])
+                done = state["step"] >= total
+                if state["step"] % eval_every == 0 or done:
+                    _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run)
+                if (state["step"] % save_every == 0 or done) and accelerator.is_main_process:
+                    state["train_seconds"] = time.time() - started
+                    _checkpoint(folder, accelerator.unwrap_model(model), optimizer, scheduler, state)
+                if preemption.requested and not done:
+                    if accelerator.is_main_process and state["step"] % save_every:  # not just written above
+                        state["train_seconds"] = time.time() - started
+                        _checkpoint(folder, accelerator.unwrap_model(model), optimizer, scheduler, state)
+                    log.info("%s at step %d: checkpoint written; the launcher requeues", preemption.name, state["step"])
+                    bar.close()
+                    preemption.hand_over()  # submitit's handler requeues the job and exits; without one, we exit
+                if t["stop_after"] and state["step"] >= t["stop_after"] and not done:
+                    log.info("stopping at step %d (trainer.stop_after)", state["step"])
+                    bar.close()
+                    return {"status": "stopped", "step": state["step"]}
+                if done:
+                    break
+            else:
+                state["epoch"], state["batch"] = state["epoch"] + 1, 0
+    finally:
+        preemption.restore()
     bar.close()
     if total == 0 and not state["evals"]:  # evaluation only: the untrained model's dev scores
         _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run)
@@ -158,6 +172,40 @@ def run(cfg: dict) -> dict:
         wandb_run.summary.update({f"best/{k}": v for k, v in metrics["best"].items() if isinstance(v, float)})
         wandb_run.finish()
     return metrics
+
+
+class Preemption:
+    """Catches the signal a scheduler sends before it stops a job (SIGUSR2 from submitit's sbatch
+    ``--signal``, SIGTERM), so the loop can finish its step and write a checkpoint first; then the
+    handler that was there before (submitit's: requeue and exit) runs. Only in the main thread."""
+
+    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+
+    def __init__(self):
+        self.requested: tuple | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._catch)
+
+    def _catch(self, signum, frame):
+        self.requested = (signum, frame)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.requested[0]).name if self.requested else ""
+
+    def restore(self):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def hand_over(self):
+        signum, frame = self.requested
+        self.restore()
+        handler = self.previous.get(signum)
+        if callable(handler):
+            handler(signum, frame)  # submitit: checkpoint the submission, requeue, exit
+        raise SystemExit(128 + signum)  # no launcher to hand over to: stop, as the signal asked
 
 
 def validate(t: dict):

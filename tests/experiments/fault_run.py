@@ -9,6 +9,8 @@ EVENT N picks the moment, counted in this process:
   renamed N   right after the N-th rename (the file is in place, nothing after it has run)
   rmtree N    in the N-th removal of an old checkpoint, after its first file is gone
   none 0      no fault: the run goes to the end
+  launcher 0  no fault, but a SIGUSR2 handler is installed first, as submitit's job runner does: it
+              writes RUN_DIR.handed-over and exits with status 3 (as submitit exits after requeueing)
 
 Nothing here changes the code under test: the moments are found by wrapping the functions it calls.
 """
@@ -93,7 +95,14 @@ def main():
     from experiments.train import run
 
     cfg = OmegaConf.to_container(compose([f"trainer.output_dir={run_dir}", *overrides]), resolve=True)
-    if event != "none":
+    if event == "launcher":
+
+        def requeue(signum, frame):
+            Path(f"{run_dir}.handed-over").write_text(str(signum))
+            os._exit(3)
+
+        signal.signal(signal.SIGUSR2, requeue)
+    elif event != "none":
         arm(event, int(n))
     run(cfg)
 

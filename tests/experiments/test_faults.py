@@ -143,3 +143,46 @@ def test_stale_temporary_files_of_a_killed_run_are_swept_on_resume(tmp_path):
     stale.write_text('{"status": "compl')
     run(config(tmp_path, *TINY))
     assert not stale.exists() and json.loads((tmp_path / "metrics.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize("launcher", [pytest.param(False, marks=pytest.mark.slow), True])
+def test_the_preemption_signal_writes_a_checkpoint_at_once_and_the_run_resumes(tmp_path, launcher):
+    """SIGUSR2 (SLURM's warning through submitit) mid-training: the step finishes, a checkpoint is written
+    at that step (not only at the periodic ones), the launcher's handler runs (it requeues), and the
+    resumed run ends with bitwise the weights of one never signalled."""
+    import signal
+    import time
+
+    long = [*TINY, "trainer.max_steps=60", "trainer.save_every=1000", "trainer.log_every=2", "trainer.eval_every=60"]
+    straight, folder = tmp_path / "straight", tmp_path / "signalled"
+    for path, event in ((straight, "none"), (folder, "launcher" if launcher else "none")):
+        cmd = [sys.executable, str(HARNESS), event, "0", str(path), *long]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if path == folder:
+            deadline = time.time() + 240
+            while "step 4 " not in _read(folder / "log.txt") and time.time() < deadline and proc.poll() is None:
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGUSR2)
+        _, err = proc.communicate(timeout=300)
+        if path == straight:
+            assert proc.returncode == 0, err[-2000:]
+    assert proc.returncode == (3 if launcher else 128 + signal.SIGUSR2), err[-2000:]
+    assert (tmp_path / "signalled.handed-over").exists() == launcher
+    ckpt = RunFolder(folder).latest_checkpoint()
+    assert ckpt is not None and verify(ckpt) is None and not (folder / "metrics.json").exists()
+    stopped_at = int(ckpt.name.split("-")[1])
+    assert 4 <= stopped_at < 60 and "SIGUSR2 at step" in _read(folder / "log.txt")
+    resumed = harness_long(folder, long)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, _ = read_safetensors(straight / "adapter.safetensors")
+    b, _ = read_safetensors(folder / "adapter.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def harness_long(folder: Path, overrides: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(HARNESS), "none", "0", str(folder), *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def _read(file: Path) -> str:
+    return file.read_text() if file.exists() else ""
