@@ -59,7 +59,7 @@ class RunFolder:
         if metrics.exists() and json.loads(metrics.read_text()).get("status") == "complete":
             raise RunError(f"{self.path} already holds a finished run; choose a new trainer.output_dir")
         saved = self.path / "config.yaml"
-        if self.path.exists() and any(self.path.iterdir()) and not saved.exists():
+        if self.path.exists() and any(not _temporary(p) for p in self.path.iterdir()) and not saved.exists():
             raise RunError(f"{self.path} already holds other files; choose a new (or empty) trainer.output_dir")
         if saved.exists():
             differ = config_diff(yaml.safe_load(saved.read_text()), config)
@@ -78,7 +78,7 @@ class RunFolder:
     def sweep_temporaries(self):
         """Remove the hidden temporary files a killed run left half-written (never a finished file)."""
         if self.path.exists():
-            for tmp in self.path.rglob(f".*{TMP_SUFFIX}"):
+            for tmp in filter(_temporary, self.path.rglob(f".*{TMP_SUFFIX}")):
                 tmp.unlink()
 
     def latest_checkpoint(self) -> Path | None:
@@ -117,6 +117,11 @@ class RunFolder:
 
     def write_metrics(self, metrics: dict):
         write_text(json.dumps(metrics, indent=2) + "\n", self.path / "metrics.json")
+
+
+def _temporary(path: Path) -> bool:
+    """A hidden temporary of `lora.io.atomic_path` (a write that a kill interrupted)."""
+    return path.name.startswith(".") and path.name.endswith(TMP_SUFFIX) and path.is_file()
 
 
 def sha256(file: Path) -> str:

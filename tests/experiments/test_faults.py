@@ -29,7 +29,7 @@ TINY = ["model=tiny_bert", "task=rte", "method.dropout=0.1", "trainer.max_steps=
         "trainer.threads=2"]  # fmt: skip
 # In this run: 8 optimizer steps; 20 file writes (config.yaml; 4 per checkpoint at steps 2, 4, 6, 8:
 # trainable, optimizer, state, COMPLETE; then adapter, adapter.json, metrics.json); 3 old checkpoints removed.
-EACH_KIND = [("step", 3), ("torn", 5), ("rename", 20), ("renamed", 9), ("rmtree", 1)]
+EACH_KIND = [("step", 3), ("torn", 1), ("rename", 20), ("renamed", 9), ("rmtree", 1)]  # torn 1: the first file
 ALL_MOMENTS = [
     *[("step", n) for n in (1, 2, 3, 5, 7, 8)],
     *[("torn", n) for n in (1, 2, 3, 4, 5, 10, 18, 19, 20)],  # 1: config.yaml, 2-5: checkpoint 2, 20: metrics
