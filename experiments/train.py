@@ -143,13 +143,11 @@ def run(cfg: dict) -> dict:
                 done = state["step"] >= total
                 if state["step"] % eval_every == 0 or done:
                     _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run)
-                if (state["step"] % save_every == 0 or done) and accelerator.is_main_process:
+                save = state["step"] % save_every == 0 or done or preemption.requested
+                if save and accelerator.is_main_process:
                     state["train_seconds"] = time.time() - started
                     _checkpoint(folder, accelerator.unwrap_model(model), optimizer, scheduler, state)
                 if preemption.requested and not done:
-                    if accelerator.is_main_process and state["step"] % save_every:  # not just written above
-                        state["train_seconds"] = time.time() - started
-                        _checkpoint(folder, accelerator.unwrap_model(model), optimizer, scheduler, state)
                     log.info("%s at step %d: checkpoint written; the launcher requeues", preemption.name, state["step"])
                     bar.close()
                     preemption.hand_over()  # submitit's handler requeues the job and exits; without one, we exit
