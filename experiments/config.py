@@ -36,6 +36,10 @@ class TrainerConfig:
     resume: str = "auto"  # auto: continue from a checkpoint in output_dir; never: refuse a used folder
     init_adapter: str | None = None  # start from the LoRA matrices of an adapter file (MRPC from MNLI)
     stop_after: int | None = None  # stop as if killed after this many optimizer steps (resume tests)
+    # Where it trains (experiments/engines.py); conf/trainer/{ddp,deepspeed_zero2,...}.yaml set these.
+    engine: str = "single"  # single | ddp | deepspeed; several processes come from torchrun
+    zero_stage: int = 2  # DeepSpeed ZeRO stage, 2 or 3
+    offload: bool = False  # DeepSpeed: optimizer states (and at stage 3 the parameters) in CPU memory
 
 
 class MissingSetting(ValueError):

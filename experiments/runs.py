@@ -90,17 +90,26 @@ class RunFolder:
             log.warning("skipping checkpoint %s: %s", folder, problem)
         return None
 
-    def save_checkpoint(self, step: int, trainable: dict, optimizer: dict, state: dict):
-        folder = self.checkpoints / f"step-{step:07d}"
+    def checkpoint_path(self, step: int) -> Path:
+        return self.checkpoints / f"step-{step:07d}"
+
+    def clear_checkpoint(self, folder: Path):
+        """Remove what a killed run left of this checkpoint, before anything is written into it."""
         if folder.exists():
             shutil.rmtree(folder)
+
+    def save_checkpoint(self, step: int, trainable: dict, optimizer: dict, state: dict):
+        """Write our files into the checkpoint folder, then the marker with the checksums of every file in
+        it (also those an engine wrote there first: DeepSpeed's partitions), then drop older checkpoints."""
+        folder = self.checkpoint_path(step)
         write_safetensors(
             {k: v.detach().cpu().contiguous() for k, v in trainable.items()}, {}, folder / "trainable.safetensors"
         )
         with atomic_path(folder / "optimizer.pt") as tmp:
             torch.save(optimizer, tmp)
         write_text(json.dumps(state), folder / "state.json")
-        sums = {name: sha256(folder / name) for name in CHECKPOINT_FILES}
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not _temporary(p))
+        sums = {p.relative_to(folder).as_posix(): sha256(p) for p in files}
         write_text(json.dumps({"sha256": sums}), folder / "COMPLETE")  # last: a folder without it is never loaded
         for old in self.checkpoints.glob("step-*"):
             if old != folder:
@@ -141,8 +150,12 @@ def verify(folder: Path) -> str | None:
         sums = json.loads(marker.read_text())["sha256"]
     except (ValueError, KeyError, TypeError):
         return "its COMPLETE marker is not the JSON this code writes"
-    for name in CHECKPOINT_FILES:
-        if not (folder / name).exists():
+    if not isinstance(sums, dict):
+        return "its COMPLETE marker is not the JSON this code writes"
+    for name in dict.fromkeys([*CHECKPOINT_FILES, *sums]):
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            return f"its COMPLETE marker names a file outside the checkpoint ({name})"
+        if not (folder / name).is_file():
             return f"{name} is missing"
         if sha256(folder / name) != sums.get(name):
             return f"{name} does not match its checksum (truncated or changed)"

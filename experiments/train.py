@@ -1,13 +1,15 @@
 """The training loop: config -> model + method -> task data -> training -> run folder.
 
-Built on accelerate, so the same loop runs on a CPU or a GPU (several processes come with the
-scale-out work: the data sharding is in place, the step count and saving are not yet). Resuming from a
-checkpoint restores the trained parameters, the optimizer, the schedule, the RNG and the position in
-the data, so an interrupted and resumed run ends with the same weights as an uninterrupted one.
+The same loop runs on one process or many (`experiments.engines`: accelerate for one process and DDP,
+DeepSpeed ZeRO-2/3): each process trains on its slice of the global batch, and the main one writes the run
+folder. Resuming from a checkpoint restores the trained parameters, the optimizer, the schedule, every
+process's RNG and the position in the data, so an interrupted and resumed run ends with the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -25,8 +27,9 @@ from tqdm import tqdm
 
 import baselines
 import lora
-from lora.io import config_from_meta, load_tensors, read_safetensors, trainable_state
+from lora.io import config_from_meta, load_tensors, read_safetensors
 
+from . import engines
 from .models import build, check_loadable, load_tokenizer
 from .paths import ROOT
 from .runs import RunError, RunFolder
@@ -36,9 +39,16 @@ log = logging.getLogger("lora.train")
 
 
 def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
-    """The batches of one epoch: a permutation fixed by (seed, epoch), so a resumed run sees the same."""
+    """This process's slices of one epoch's global batches: a permutation fixed by (seed, epoch), so a
+    resumed run sees the same, and the same for any number of processes (`batch_size` is global).
+
+    >>> one = batches(10, 4, seed=0, epoch=0)
+    >>> two = [a + b for a, b in zip(batches(10, 4, 0, 0, rank=0, world=2), batches(10, 4, 0, 0, rank=1, world=2))]
+    >>> [len(b) for b in one], [sorted(b) for b in one] == [sorted(b) for b in two]
+    ([4, 4, 2], True)
+    """
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
-    full = [order[i : i + batch_size * world] for i in range(0, n, batch_size * world)]
+    full = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     return [chunk[rank::world] for chunk in full if len(chunk[rank::world])]
 
 
@@ -52,7 +62,8 @@ def evaluate(model, tokenizer, task, items: list, batch_size: int, device) -> di
 
 
 def run(cfg: dict) -> dict:
-    """Train and evaluate one model x method x task; returns metrics.json's content."""
+    """Train and evaluate one model x method x task; returns metrics.json's content (on the main process;
+    the others return their status)."""
     t = cfg["trainer"]
     validate(t)
     torch.manual_seed(t["seed"])
@@ -61,23 +72,28 @@ def run(cfg: dict) -> dict:
         torch.set_num_threads(t["threads"])
     check_loadable(cfg["model"])  # refuse before any loading
     baselines.check(cfg["method"]["name"], cfg["model"]["arch"]["model_type"])
-    from accelerate import Accelerator
+    engine = engines.create(t)
+    try:
+        return _train(cfg, engine)
+    finally:
+        engine.close()
 
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if t["bf16"] else "no")
+
+def _train(cfg: dict, engine: engines.Engine) -> dict:
+    t = cfg["trainer"]
+    _agree_on_output_dir(t, engine)
     folder = RunFolder(t["output_dir"])
-    checkpoint = folder.open(cfg, t["resume"]) if accelerator.is_main_process else None
-    _log_to(folder.path / "log.txt")
+    checkpoint = engine.on_main(lambda: folder.open(cfg, t["resume"]))
+    _log_to(folder.path / "log.txt" if engine.is_main else None)
+    if engine.world > 1:
+        log.info("%s: %d processes, %d examples each per step", t["engine"], engine.world, t["batch_size"] // engine.world)
 
     task = build_task(cfg["task"])
     task.preflight()
     train_set = task.examples("train")[: t["train_limit"]] if t["max_steps"] != 0 else []
     eval_sets = {s: task.examples(s)[: t["eval_limit"]] for s in task.eval_splits}
     tokenizer = load_tokenizer(cfg["model"])
-    model = build(cfg["model"], head=task.head, num_labels=task.num_labels, seed=t["seed"])
-    if model.config.pad_token_id is None:  # decoder classifiers find the last token through the pad id
-        model.config.pad_token_id = tokenizer.pad_token_id
-    task.max_length = min(task.max_length, max_positions(model.config))
-    model = baselines.prepare(model, cfg["method"])
+    model = _prepared_model(cfg, task, tokenizer)
     if t["init_adapter"]:
         _init_from_adapter(model, Path(t["init_adapter"]))
     special = getattr(model, "special_tokens", None)
@@ -87,67 +103,59 @@ def run(cfg: dict) -> dict:
     per_epoch = math.ceil(math.ceil(len(train_set) / t["batch_size"]) / t["grad_accum"])
     total = t["max_steps"] if t["max_steps"] is not None else math.ceil(per_epoch * t["epochs"])
     warmup = t["warmup_steps"] or round(t["warmup_ratio"] * total)
-    optimizer = torch.optim.AdamW(_param_groups(model, t["weight_decay"]), lr=t["lr"])
-    from transformers import get_linear_schedule_with_warmup
-
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    device = accelerator.device
+    model = engine.prepare(model, _param_groups(model, t["weight_decay"]), t["lr"], warmup, total)
+    device = engine.device
 
     state = {"step": 0, "epoch": 0, "batch": 0, "evals": [], "best": None, "loss": None, "train_seconds": 0.0}
     if checkpoint is not None:
-        state = _restore(checkpoint, accelerator.unwrap_model(model), optimizer, scheduler)
+        state = _restore(checkpoint, engine)
         log.info("resumed from %s at step %d", checkpoint, state["step"])
-    wandb_run = _wandb(cfg, folder.path) if cfg.get("logger", {}).get("wandb") else None
+    wandb_run = _wandb(cfg, folder.path) if cfg.get("logger", {}).get("wandb") and engine.is_main else None
 
     eval_every = t["eval_every"] or per_epoch
     save_every = t["save_every"] or eval_every
     started, seen = time.time() - state["train_seconds"], 0
     model.train()
     bar = tqdm(total=total, initial=state["step"], desc=f"{cfg['method']['name']} {task.name}", unit="step",
-               disable=None)  # fmt: skip
+               disable=None if engine.is_main else True)  # fmt: skip
     done = state["step"] >= total
     preemption = Preemption()  # SLURM's warning before a time limit or preemption: checkpoint, then requeue
     try:
         while not done:
-            epoch_batches = batches(len(train_set), t["batch_size"], t["seed"], state["epoch"],
-                                    accelerator.process_index, accelerator.num_processes)  # fmt: skip
+            epoch_batches = batches(len(train_set), t["batch_size"], t["seed"], state["epoch"], engine.rank,
+                                    engine.world)  # fmt: skip
             for i in range(state["batch"], len(epoch_batches)):
                 chunk = [train_set[j] for j in epoch_batches[i]]
                 batch = {k: v.to(device) for k, v in task.batch(tokenizer, chunk, special).items()}
-                with accelerator.autocast():
+                with engine.autocast():
                     outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
                     loss = task.loss(outputs, batch, t["label_smoothing"])
-                loss_value = loss.item()
+                loss_value = engine.mean(loss.item())  # every process sees a NaN on any one, and stops with it
                 if not math.isfinite(loss_value):
-                    _diverged(folder, cfg, state, loss_value, accelerator.is_main_process)
-                accelerator.backward(loss / t["grad_accum"])
-                seen += len(chunk)
+                    _diverged(folder, cfg, state, loss_value, engine.is_main)
+                engine.backward(loss / t["grad_accum"])
+                seen += len(chunk) * engine.world
                 state["batch"] = i + 1
                 if state["batch"] % t["grad_accum"] and state["batch"] < len(epoch_batches):
                     continue
-                if t["max_grad_norm"]:
-                    accelerator.clip_grad_norm_(model.parameters(), t["max_grad_norm"])
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                engine.step()
                 state["step"] += 1
                 state["loss"] = loss_value
                 bar.update(1)
                 bar.set_postfix(loss=f"{state['loss']:.4f}", ex_per_s=f"{seen / (time.time() - started):.1f}")
                 if state["step"] % t["log_every"] == 0:
-                    lr = scheduler.get_last_lr()[0]
+                    lr = engine.lr()
                     log.info("step %d loss %.4f lr %.2e", state["step"], state["loss"], lr)
                     if wandb_run:
                         wandb_run.log({"train/loss": state["loss"], "lr": lr}, step=state["step"])
                 done = state["step"] >= total
                 if state["step"] % eval_every == 0 or done:
-                    _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run)
-                save = state["step"] % save_every == 0 or done or preemption.requested
-                if save and accelerator.is_main_process:
+                    _evaluate_into(state, engine.module(), tokenizer, task, eval_sets, t, device, wandb_run)
+                preempted = engine.any(preemption.requested is not None)  # all processes checkpoint together
+                if state["step"] % save_every == 0 or done or preempted:
                     state["train_seconds"] = time.time() - started
-                    _checkpoint(folder, accelerator.unwrap_model(model), optimizer, scheduler, state)
-                if preemption.requested and not done:
+                    _checkpoint(folder, engine, state)
+                if preempted and not done:
                     log.info("%s at step %d: checkpoint written; the launcher requeues", preemption.name, state["step"])
                     bar.close()
                     preemption.hand_over()  # submitit's handler requeues the job and exits; without one, we exit
@@ -163,13 +171,35 @@ def run(cfg: dict) -> dict:
         preemption.restore()
     bar.close()
     if total == 0 and not state["evals"]:  # evaluation only: the untrained model's dev scores
-        _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run)
-    model = accelerator.unwrap_model(model)
+        _evaluate_into(state, engine.module(), tokenizer, task, eval_sets, t, device, wandb_run)
+    trained = engine.trainable_state()  # every process: partitioned parameters are gathered
+    if not engine.is_main:
+        return {"status": "complete", "rank": engine.rank}
+    model = engine.final_model(trained, lambda: _prepared_model(cfg, task, tokenizer))
     metrics = _finish(cfg, folder, model, task, state, counts, started, tokenizer, device)
     if wandb_run:
         wandb_run.summary.update({f"best/{k}": v for k, v in metrics["best"].items() if isinstance(v, float)})
         wandb_run.finish()
     return metrics
+
+
+def _prepared_model(cfg: dict, task, tokenizer):
+    """The base model with the method applied: the same on every process, and when rebuilt (the seed)."""
+    model = build(cfg["model"], head=task.head, num_labels=task.num_labels, seed=cfg["trainer"]["seed"])
+    if model.config.pad_token_id is None:  # decoder classifiers find the last token through the pad id
+        model.config.pad_token_id = tokenizer.pad_token_id
+    task.max_length = min(task.max_length, max_positions(model.config))
+    return baselines.prepare(model, cfg["method"])
+
+
+def _agree_on_output_dir(t: dict, engine: engines.Engine):
+    """Processes started a moment apart may resolve `${now:...}` to different folders: the main one's wins
+    (Hydra already made the others' folder, which is removed if empty)."""
+    ours, main = t["output_dir"], engine.broadcast(t["output_dir"])
+    if ours != main:
+        with contextlib.suppress(OSError):
+            Path(ours).rmdir()
+        t["output_dir"] = main
 
 
 class Preemption:
@@ -219,6 +249,8 @@ def validate(t: dict):
             raise RunError(f"trainer.{key} must be >= 1 or null, got {t[key]}")
     if t["max_steps"] is None and not t["epochs"] > 0:
         raise RunError(f"trainer.epochs must be > 0 (or set trainer.max_steps), got {t['epochs']}")
+    if t["engine"] not in engines.ENGINES:
+        raise RunError(f"unknown trainer.engine {t['engine']!r}; choose from {', '.join(engines.ENGINES)}")
     if not 0 <= t["warmup_ratio"] < 1 or t["warmup_steps"] < 0 or not 0 <= t["label_smoothing"] < 1:
         raise RunError("trainer.warmup_ratio and trainer.label_smoothing must be in [0, 1), warmup_steps >= 0")
 
@@ -281,23 +313,38 @@ def _diverged(folder: RunFolder, cfg: dict, state: dict, loss: float, main: bool
     )
 
 
-def _checkpoint(folder: RunFolder, model, optimizer, scheduler, state: dict):
+def _checkpoint(folder: RunFolder, engine: engines.Engine, state: dict):
+    """Every process takes part (partitioned states are written by their owners); the main one writes ours."""
+    path = folder.checkpoint_path(state["step"])
+    if engine.is_main:
+        folder.clear_checkpoint(path)  # a half-written one of a killed run
+    engine.barrier()
+    trainable = engine.trainable_state()
+    saved = {**engine.save_state(path), "rng": engine.gather(_rng_state())}
+    if engine.is_main:
+        folder.save_checkpoint(state["step"], trainable, saved, state)
+    engine.barrier()
+
+
+def _rng_state() -> dict:
     rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    opt = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng}
-    folder.save_checkpoint(state["step"], trainable_state(model), opt, state)
+    return rng
 
 
-def _restore(checkpoint: Path, model, optimizer, scheduler) -> dict:
-    tensors, opt, state = RunFolder.load_checkpoint(checkpoint)
-    load_tensors(model, tensors, source=checkpoint, base_model="this run's model")
-    optimizer.load_state_dict(opt["optimizer"])
-    scheduler.load_state_dict(opt["scheduler"])
-    torch.set_rng_state(opt["rng"]["torch"])
-    random.setstate(_tuples(opt["rng"]["python"]))
-    if "cuda" in opt["rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(opt["rng"]["cuda"])
+def _restore(checkpoint: Path, engine: engines.Engine) -> dict:
+    tensors, saved, state = RunFolder.load_checkpoint(checkpoint)
+    engine.load_state(checkpoint, tensors, saved)
+    rngs = saved["rng"]
+    if len(rngs) != engine.world:
+        raise RunError(f"{checkpoint} was written by {len(rngs)} process(es), this run has {engine.world}; "
+                       "resume with as many, or start a new trainer.output_dir")  # fmt: skip
+    rng = rngs[engine.rank]
+    torch.set_rng_state(rng["torch"])
+    random.setstate(_tuples(rng["python"]))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return state
 
 
@@ -383,14 +430,18 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def _log_to(file: Path):
-    file.parent.mkdir(parents=True, exist_ok=True)
-    log.setLevel(logging.INFO)
+def _log_to(file: Path | None):
+    """The log to `file` and the terminal; None (processes other than the main one): warnings only."""
+    log.setLevel(logging.INFO if file else logging.WARNING)
     for h in list(log.handlers):
         log.removeHandler(h)
         h.close()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
-    for handler in (logging.FileHandler(file), logging.StreamHandler()):
+    handlers = [logging.StreamHandler()]
+    if file:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(file))
+    for handler in handlers:
         handler.setFormatter(fmt)
         log.addHandler(handler)
     log.propagate = False

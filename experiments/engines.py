@@ -1,0 +1,329 @@
+"""Where a run trains: one process, or several started by torchrun. Chosen by `trainer.engine`.
+
+    single     one process (a CPU or one GPU), through accelerate
+    ddp        DistributedDataParallel through accelerate: every process holds the whole model
+    deepspeed  DeepSpeed ZeRO (`trainer.zero_stage` 2: optimizer states and gradients partitioned, 3: the
+               parameters too; `trainer.offload`: optimizer states, and at stage 3 the parameters, in CPU memory)
+
+    torchrun --nproc_per_node 2 run.py trainer=ddp ...
+    torchrun --nproc_per_node 2 run.py trainer=deepspeed_zero3 ...
+
+`trainer.batch_size` is the global batch: each optimizer step sees the same examples whatever the number of
+processes, each process a 1/N slice, so a run's hyperparameters (and its result, up to float rounding and
+dropout's random masks) do not depend on how it is launched. The trainer talks to an engine only through the
+methods of `Engine`; the collective ones must be called by every process.
+
+DeepSpeed is driven directly rather than through accelerate's integration: on CPU that integration runs every
+process as rank 0 (measured with accelerate 1.15, ../shared/notes/cpu-feasibility.md section 7).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lora.io import load_tensors, trainable_state
+
+ENGINES = ("single", "ddp", "deepspeed")
+
+
+class EngineError(ValueError):
+    """A launch that cannot work as configured; the message says why and what to do."""
+
+
+def create(t: dict) -> Engine:
+    """The engine `trainer.engine` names, for the processes torchrun started (one without torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if t["engine"] not in ENGINES:
+        raise EngineError(f"unknown trainer.engine {t['engine']!r}; choose from {', '.join(ENGINES)}")
+    if t["engine"] == "single" and world > 1:
+        raise EngineError(
+            f"launched as {world} processes but trainer.engine=single; use trainer=ddp or trainer=deepspeed_zero2 "
+            "(or zero3, zero3_offload), or launch one process"
+        )
+    if t["batch_size"] % world:
+        raise EngineError(f"trainer.batch_size={t['batch_size']} is the global batch: it must divide evenly "
+                          f"among the {world} processes")  # fmt: skip
+    if t["offload"] and t["engine"] != "deepspeed":
+        raise EngineError("trainer.offload needs trainer.engine=deepspeed (e.g. trainer=deepspeed_zero3_offload)")
+    return DeepSpeed(t) if t["engine"] == "deepspeed" else Accelerate(t)
+
+
+class Engine:
+    """What the trainer needs from a way of running: set-up, one micro-step's backward, the optimizer step,
+    the trained parameters and the optimizer's state, and agreement between processes."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    # --- agreement between processes (no-ops for one process) ---
+
+    def broadcast(self, obj):
+        """The main process's `obj`, on every process."""
+        if self.world == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def on_main(self, fn):
+        """`fn()` run by the main process only; its result, or its error, reaches every process, so a
+        refusal on the main process stops the others with the same line instead of leaving them waiting."""
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = fn()
+            except Exception as err:  # re-raised below, on every process
+                error = err
+        result, error = self.broadcast((result, error))
+        if error is not None:
+            raise error
+        return result
+
+    def mean(self, value: float) -> float:
+        """The mean of `value` over the processes (the logged loss is the global batch's)."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self._comm_device)
+        dist.all_reduce(t)
+        return t.item() / self.world
+
+    def any(self, flag: bool) -> bool:
+        """True on every process if it is true on one (a signal reaches processes at different steps)."""
+        return self.mean(float(flag)) > 0
+
+    def gather(self, obj) -> list:
+        """Every process's `obj`, in rank order."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self):
+        if self.world > 1:
+            dist.barrier()
+
+    def close(self):
+        """Leave the process group (only the engine that made it does)."""
+        if self._owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+    @property
+    def _comm_device(self):
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    # --- training; each engine implements these ---
+
+    def prepare(self, model: nn.Module, param_groups: list[dict], lr: float, warmup: int, total: int) -> nn.Module:
+        """Wrap the model and build AdamW with a linear warmup-then-decay schedule; returns the model to call."""
+        raise NotImplementedError
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def backward(self, loss: torch.Tensor):
+        """Accumulate the gradients of `loss` (already divided by the accumulation steps)."""
+        raise NotImplementedError
+
+    def step(self):
+        """Clip, step the optimizer and the schedule, clear the gradients."""
+        raise NotImplementedError
+
+    def lr(self) -> float:
+        raise NotImplementedError
+
+    def module(self) -> nn.Module:
+        """The model without its wrapper: what evaluation calls (no gradient synchronisation needed)."""
+        raise NotImplementedError
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """The trained parameters, whole, on the CPU (collective: partitioned ones are gathered)."""
+        return trainable_state(self.module())
+
+    def save_state(self, folder: Path) -> dict:
+        """The optimizer's and schedule's state: returned to be saved by the main process, or written into
+        `folder` by every process (partitioned states). Collective."""
+        raise NotImplementedError
+
+    def load_state(self, folder: Path, tensors: dict, saved: dict):
+        """Restore the trained parameters and what `save_state` saved, from checkpoint `folder`."""
+        raise NotImplementedError
+
+    def final_model(self, state: dict, rebuild) -> nn.Module:
+        """On the main process: a plain model holding the trained parameters, for what a run does last
+        (saving, merging, decoding). `rebuild()` makes a fresh prepared model where the parameters are
+        partitioned across processes."""
+        return self.module()
+
+
+class Accelerate(Engine):
+    """One process, or DistributedDataParallel under torchrun (gloo on CPU, NCCL on GPUs)."""
+
+    def __init__(self, t: dict):
+        from accelerate import Accelerator
+
+        self.t = t
+        self._owns_group = False  # accelerate's state owns it
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if t["bf16"] else "no")
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.device = self.accelerator.device
+
+    def prepare(self, model, param_groups, lr, warmup, total):
+        from transformers import get_linear_schedule_with_warmup
+
+        optimizer = torch.optim.AdamW(param_groups, lr=lr)
+        self.scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        return self.model
+
+    def autocast(self):
+        return self.accelerator.autocast()
+
+    def backward(self, loss):
+        self.accelerator.backward(loss)
+
+    def step(self):
+        if self.t["max_grad_norm"]:
+            self.accelerator.clip_grad_norm_(self.model.parameters(), self.t["max_grad_norm"])
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def lr(self):
+        return self.scheduler.get_last_lr()[0]
+
+    def module(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def save_state(self, folder):
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state(self, folder, tensors, saved):
+        if "optimizer" not in saved:
+            raise EngineError(f"{folder} was written by a DeepSpeed run; resume it with the same trainer, or start "
+                              "a new trainer.output_dir")  # fmt: skip
+        load_tensors(self.module(), tensors, source=folder, base_model="this run's model")
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+
+
+class DeepSpeed(Engine):
+    """DeepSpeed ZeRO stage 2 or 3 on every process torchrun started (gloo on CPU, NCCL on GPUs)."""
+
+    TAG = "zero"  # the one DeepSpeed checkpoint inside each of our checkpoint folders
+
+    def __init__(self, t: dict):
+        try:
+            import deepspeed
+        except ImportError as err:
+            raise EngineError(
+                f"trainer.engine=deepspeed needs DeepSpeed ({err}); install it with pip install -e '.[deepspeed]'"
+            ) from None
+        if t["zero_stage"] not in (2, 3):
+            raise EngineError(f"trainer.zero_stage must be 2 or 3, got {t['zero_stage']}")
+        self.t, self.deepspeed = t, deepspeed
+        if "WORLD_SIZE" not in os.environ:  # one process without torchrun: DeepSpeed still wants a group
+            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                              MASTER_PORT=str(_free_port()))  # fmt: skip
+        self._owns_group = not dist.is_initialized()
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+
+    def config(self) -> dict:
+        t, zero = self.t, {"stage": self.t["zero_stage"]}
+        if t["offload"]:
+            zero["offload_optimizer"] = {"device": "cpu"}
+            if t["zero_stage"] == 3:
+                zero["offload_param"] = {"device": "cpu"}
+        return {
+            "train_micro_batch_size_per_gpu": t["batch_size"] // self.world,
+            "gradient_accumulation_steps": t["grad_accum"],
+            # the trainer decides where an accumulation ends (an epoch's last micro-batches may be fewer)
+            "managed_gradient_accumulation": False,
+            "gradient_clipping": t["max_grad_norm"] or 0.0,
+            "zero_optimization": zero,
+            "bf16": {"enabled": bool(t["bf16"])},
+            "zero_allow_untested_optimizer": True,  # torch's AdamW, the optimizer of every other engine
+            "steps_per_print": 2**31 - 1,
+        }
+
+    def prepare(self, model, param_groups, lr, warmup, total):
+        from transformers import get_linear_schedule_with_warmup
+
+        if self.t["offload"]:  # DeepSpeed refuses another optimizer for offloaded states (and its own is faster)
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            optimizer = DeepSpeedCPUAdam(param_groups, lr=lr, adamw_mode=True)
+        else:
+            optimizer = torch.optim.AdamW(param_groups, lr=lr)
+        scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
+        self.engine, _, _, _ = self.deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.config()
+        )
+        return self.engine
+
+    def backward(self, loss):
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def step(self):
+        self.engine.step()  # clips, steps the optimizer and the schedule, clears the gradients
+
+    def lr(self):
+        return self.engine.get_lr()[0]
+
+    def module(self):
+        return self.engine.module
+
+    def _trainable(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.engine.module.named_parameters() if p.requires_grad]
+
+    def trainable_state(self):
+        named = self._trainable()
+        if self.t["zero_stage"] < 3:  # stage 2 keeps whole parameters on every process
+            return trainable_state(self.engine.module)
+        with self.deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None):
+            return {n: p.detach().clone().cpu() for n, p in named}
+
+    def save_state(self, folder):
+        # DeepSpeed's own checkpoint: each process writes its partition of the optimizer's states
+        self.engine.save_checkpoint(str(folder / "deepspeed"), tag=self.TAG, save_latest=False,
+                                    exclude_frozen_parameters=True)  # fmt: skip
+        return {"engine": "deepspeed", "world": self.world, "zero_stage": self.t["zero_stage"]}
+
+    def load_state(self, folder, tensors, saved):
+        if saved.get("engine") != "deepspeed" or saved.get("world") != self.world:
+            raise EngineError(
+                f"{folder} was written by {saved.get('engine', 'a single-process or DDP')} run with "
+                f"{saved.get('world', 1)} process(es); resume it the same way, or start a new trainer.output_dir"
+            )
+        path, _ = self.engine.load_checkpoint(str(folder / "deepspeed"), tag=self.TAG, load_module_strict=False)
+        if path is None:
+            raise EngineError(f"DeepSpeed could not read its checkpoint in {folder}; start a new trainer.output_dir")
+
+    def final_model(self, state, rebuild):
+        if self.t["zero_stage"] < 3:
+            return self.engine.module
+        model = rebuild()  # stage 3 holds only a slice of each parameter here: a whole copy for the last part
+        load_tensors(model, state, source="the trained parameters", base_model="this run's model")
+        return model.to(self.device)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
