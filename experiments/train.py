@@ -267,7 +267,8 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
     for name, p in model.named_parameters():
         if p.requires_grad:
             (rest if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]  # DeepSpeed drops empty groups, and the schedule must match
 
 
 def _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run):

@@ -1,0 +1,155 @@
+"""Two processes on the CPU (gloo): each engine ends with the weights of the single-process run on the same data.
+
+One torchrun launch per engine runs every method of the plan (tests/experiments/distributed_runs.py); the
+single-process references run here. The global batch is split between the processes, so the two runs see
+the same examples per optimizer step and differ only by float rounding (summing in another order): the
+stated tolerance is 1e-5 on every trained value (measured: at most 5e-7 on values up to 0.4).
+Dropout is switched off in the tiny model, since its random masks depend on how the batch is split.
+
+One slice is compared apart: the key bias of GPT-2's fused `c_attn`. Softmax attention is invariant to it
+(it adds q.b_k to every score of a query), so its gradient is zero in exact arithmetic and only rounding
+noise in practice; Adam normalises that noise into steps of up to lr, whose signs depend on the summation
+order (measured: up to 5e-5 apart, against at most 5e-7 for every other trained value). A finding about
+fine-tuning GPT-2 with Adam, not about the engines.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from experiments.cli import compose, hydra_context
+from experiments.paths import CONF_DIR, ROOT, data_dir
+from experiments.train import run
+from lora.io import read_safetensors
+
+TOLERANCE = 1e-5
+WIDTH, LR = 32, 1e-2  # tiny GPT-2's n_embd; the learning rate below
+# tiny GPT-2, 3 blocks (AdapterD drops the lowest 2), no dropout; RTE as a classification task. 68 examples in
+# global batches of 8 with 2 micro-batches per step: an epoch is 4 full steps and one of a single micro-batch,
+# so the 6 steps cross an epoch's end.
+COMMON = ["model=tiny_gpt2", "model.arch.n_layer=3", "+model.arch.resid_pdrop=0", "+model.arch.embd_pdrop=0",
+          "+model.arch.attn_pdrop=0", "task=rte", "trainer.max_steps=6", "trainer.train_limit=68",
+          "trainer.eval_limit=16", "trainer.batch_size=8", "trainer.grad_accum=2", "trainer.eval_every=3",
+          "trainer.lr=1e-2", "trainer.threads=1", "trainer.warmup_steps=2", "trainer.weight_decay=0.01"]  # fmt: skip
+METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+PLANS = {  # engine -> methods trained under it; every method under DDP and under ZeRO-3 (partitioned parameters)
+    "ddp": METHODS,
+    "deepspeed_zero2": ["lora", "full_ft"],
+    "deepspeed_zero3": METHODS,
+    "deepspeed_zero3_offload": ["lora", "full_ft"],
+}
+RESUMED = ("ddp", "deepspeed_zero2", "deepspeed_zero3")  # also stopped after step 4 and resumed from step 3
+
+needs_glue = pytest.mark.skipif(not (data_dir() / "glue" / "RTE").exists(),
+                                reason=f"no GLUE RTE under {data_dir()}: set LORA_DATA_DIR or LORA_SHARED_DIR")  # fmt: skip
+pytestmark = needs_glue
+
+
+def needs_deepspeed(engine: str):
+    if engine.startswith("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("DeepSpeed is not installed (pip install -e '.[deepspeed]'; make install does)")
+
+
+def launch(engine: str, root: Path) -> Path:
+    """One torchrun launch with 2 processes training every run of the engine's plan into root/engine."""
+    needs_deepspeed(engine)
+    out = root / engine
+    plan = [[str(out / m), [*COMMON, f"method={m}", f"trainer={engine}"]] for m in PLANS[engine]]
+    if engine in RESUMED:
+        again = [*COMMON, "method=lora", f"trainer={engine}"]
+        plan += [[str(out / "resumed"), [*again, "trainer.stop_after=4"]], [str(out / "resumed"), again]]
+        plan += [[str(out / "stopped"), [*again, "trainer.stop_after=4"]]]  # its checkpoint stays
+    (root / f"{engine}.json").write_text(json.dumps(plan))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "tests" / "experiments" / "distributed_runs.py"), str(root / f"{engine}.json")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> Path:
+    """The single-process run of every method, the reference."""
+    root = tmp_path_factory.mktemp("single")
+    with hydra_context():
+        for m in METHODS:
+            run(OmegaConf.to_container(compose([f"trainer.output_dir={root / m}", *COMMON, f"method={m}"]), resolve=True))
+    return root
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    """engine -> its folder of runs, launched on first use."""
+    root, done = tmp_path_factory.mktemp("distributed"), {}
+
+    def get(engine: str) -> Path:
+        if engine not in done:
+            done[engine] = launch(engine, root)
+        return done[engine]
+
+    return get
+
+
+def adapter(folder: Path) -> dict[str, torch.Tensor]:
+    return read_safetensors(folder / "adapter.safetensors")[0]
+
+
+CASES = [(engine, m) for engine, methods in PLANS.items() for m in methods]
+
+
+@pytest.mark.parametrize(("engine", "method"), CASES, ids=[f"{e}-{m}" for e, m in CASES])
+def test_two_processes_end_with_the_single_process_weights(engine, method, single, launched):
+    needs_deepspeed(engine)
+    ours, theirs = launched(engine) / method, single / method
+    a, b = adapter(ours), adapter(theirs)
+    assert a.keys() == b.keys()  # only the trained parameters, whole (ZeRO-3 gathers its slices)
+    assert all(a[k].shape == b[k].shape for k in a)
+    diffs, key_bias = {k: (a[k] - b[k]).abs() for k in a}, []
+    for k in [k for k in diffs if k.endswith("attn.c_attn.bias")]:  # [q | k | v] biases, fused
+        q, key, v = diffs[k].split(WIDTH)
+        diffs[k], key_bias = torch.cat([q, v]), [*key_bias, key]
+    worst = max(d.max().item() for d in diffs.values())
+    assert worst <= TOLERANCE, f"{engine} {method}: trained values differ by up to {worst:.2e}"
+    assert all(d.max() <= 6 * LR for d in key_bias)  # noise-driven Adam steps: at most lr each
+    m, ref = (json.loads((f / "metrics.json").read_text()) for f in (ours, theirs))
+    assert m["status"] == "complete" and m["steps"] == ref["steps"] == 6
+    assert m["params"]["trainable"] == ref["params"]["trainable"] == sum(t.numel() for t in a.values())
+    assert m["last_loss"] == pytest.approx(ref["last_loss"], rel=1e-5)  # the global batch's mean, logged by rank 0
+    assert [e["step"] for e in m["evals"]] == [3, 6]
+    assert "2 processes, 4 examples each per step" in (ours / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("engine", RESUMED)
+def test_a_stopped_distributed_run_resumes_to_the_same_weights(engine, launched):
+    needs_deepspeed(engine)
+    folder = launched(engine)
+    log = (folder / "resumed" / "log.txt").read_text()
+    assert "resumed from" in log and "step-0000003" in log
+    a, b = adapter(folder / "resumed"), adapter(folder / "lora")
+    assert all(torch.equal(a[k], b[k]) for k in a), "the resumed run differs from the uninterrupted one"
+
+
+@pytest.mark.parametrize("engine", RESUMED)
+def test_checkpoints_hold_every_process_partition_under_the_checksum(engine, launched):
+    """DeepSpeed writes its partitions into our checkpoint folder; the COMPLETE marker covers them, so a
+    damaged partition makes the checkpoint invalid instead of being resumed from."""
+    from experiments.runs import RunFolder, verify
+
+    needs_deepspeed(engine)
+    checkpoint = RunFolder(launched(engine) / "stopped").latest_checkpoint()
+    assert checkpoint is not None and checkpoint.name == "step-0000003"
+    sums = json.loads((checkpoint / "COMPLETE").read_text())["sha256"]
+    partitions = sorted(k for k in sums if k.startswith("deepspeed/") and "optim_states" in k)
+    assert len(partitions) == (2 if engine.startswith("deepspeed") else 0), sorted(sums)
+    damaged = checkpoint / (partitions[-1] if partitions else "optimizer.pt")
+    damaged.write_bytes(damaged.read_bytes()[:-10])
+    assert "does not match its checksum" in verify(checkpoint)
