@@ -8,13 +8,14 @@ from baselines import MethodError
 from lora import LoRAError
 
 from .config import register
+from .engines import EngineError
 from .metrics import JavaMissing, ScoreInputError
 from .models import ModelError
 from .paths import CONF_DIR
 from .runs import RunError
 from .tasks import TaskError
 
-USER_ERRORS = (LoRAError, MethodError, ModelError, RunError, TaskError, JavaMissing, ScoreInputError)
+USER_ERRORS = (LoRAError, MethodError, ModelError, RunError, TaskError, JavaMissing, ScoreInputError, EngineError)
 
 
 def compose(overrides: list[str]):

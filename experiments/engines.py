@@ -234,15 +234,24 @@ class DeepSpeed(Engine):
         if t["zero_stage"] not in (2, 3):
             raise EngineError(f"trainer.zero_stage must be 2 or 3, got {t['zero_stage']}")
         self.t, self.deepspeed = t, deepspeed
-        if "WORLD_SIZE" not in os.environ:  # one process without torchrun: DeepSpeed still wants a group
-            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                              MASTER_PORT=str(_free_port()))  # fmt: skip
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
         self._owns_group = not dist.is_initialized()
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo", verbose=False)
+        self._env = {}  # one process, no torchrun: a group of one, described as torchrun would (until close)
+        if "WORLD_SIZE" not in os.environ:
+            self._env = dict(
+                RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
+            )
+            os.environ.update(self._env)
+        deepspeed.init_distributed(dist_backend=backend, verbose=False)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
+
+    def close(self):
+        super().close()
+        for key in self._env:
+            os.environ.pop(key, None)
 
     def config(self) -> dict:
         t, zero = self.t, {"stage": self.t["zero_stage"]}

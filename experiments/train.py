@@ -86,7 +86,8 @@ def _train(cfg: dict, engine: engines.Engine) -> dict:
     checkpoint = engine.on_main(lambda: folder.open(cfg, t["resume"]))
     _log_to(folder.path / "log.txt" if engine.is_main else None)
     if engine.world > 1:
-        log.info("%s: %d processes, %d examples each per step", t["engine"], engine.world, t["batch_size"] // engine.world)
+        each = t["batch_size"] // engine.world
+        log.info("%s: %d processes, %d examples each per step", t["engine"], engine.world, each)
 
     task = build_task(cfg["task"])
     task.preflight()
@@ -249,8 +250,6 @@ def validate(t: dict):
             raise RunError(f"trainer.{key} must be >= 1 or null, got {t[key]}")
     if t["max_steps"] is None and not t["epochs"] > 0:
         raise RunError(f"trainer.epochs must be > 0 (or set trainer.max_steps), got {t['epochs']}")
-    if t["engine"] not in engines.ENGINES:
-        raise RunError(f"unknown trainer.engine {t['engine']!r}; choose from {', '.join(engines.ENGINES)}")
     if not 0 <= t["warmup_ratio"] < 1 or t["warmup_steps"] < 0 or not 0 <= t["label_smoothing"] < 1:
         raise RunError("trainer.warmup_ratio and trainer.label_smoothing must be in [0, 1), warmup_steps >= 0")
 

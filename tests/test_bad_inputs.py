@@ -139,6 +139,10 @@ CASES = [
     ("checkpoint but resume=never", lambda t: {"r": partial_run(t)},
      [*TINY, "trainer.output_dir={r}", "trainer.save_every=1", "trainer.resume=never"],
      "holds a checkpoint and trainer.resume=never"),
+    # engines
+    ("unknown engine", None, [*TINY, "trainer.engine=horovod"], "unknown trainer.engine 'horovod'"),
+    ("offload without DeepSpeed", None, [*TINY, "trainer.offload=true"], "offload needs trainer.engine=deepspeed"),
+    ("ZeRO stage 1", None, [*TINY, "trainer=deepspeed_zero2", "trainer.zero_stage=1"], "zero_stage must be 2 or 3"),
 ]  # fmt: skip
 
 
@@ -176,6 +180,20 @@ def test_bad_input_is_one_line_and_touches_nothing(tmp_path, monkeypatch, name, 
     assert message in line, line
     after = snapshot(tmp_path)
     assert {k: v for k, v in after.items() if k in before} == before, "an existing file changed"
+
+
+@pytest.mark.parametrize(
+    ("world", "argv", "message"),
+    [
+        ("2", [*TINY], "launched as 2 processes but trainer.engine=single"),
+        ("3", [*TINY, "trainer=ddp"], "trainer.batch_size=8 is the global batch: it must divide evenly among the 3"),
+    ],
+)
+def test_a_launch_that_does_not_fit_the_engine_is_one_line(tmp_path, monkeypatch, world, argv, message):
+    monkeypatch.setenv("WORLD_SIZE", world)  # as torchrun sets it; refused before any process group is made
+    code, line = outcome([*argv, f"trainer.output_dir={tmp_path}/out"])
+    assert code == 2 and message in line and "\n" not in line, line
+    assert not (tmp_path / "out").exists()
 
 
 def test_peft_adapter_configs_with_unknown_fields_or_features_are_refused(tmp_path):

@@ -49,9 +49,9 @@ PLANS = {  # engine -> methods trained under it; every method under DDP and unde
 }
 RESUMED = ("ddp", "deepspeed_zero2", "deepspeed_zero3")  # also stopped after step 4 and resumed from step 3
 
-needs_glue = pytest.mark.skipif(not (data_dir() / "glue" / "RTE").exists(),
-                                reason=f"no GLUE RTE under {data_dir()}: set LORA_DATA_DIR or LORA_SHARED_DIR")  # fmt: skip
-pytestmark = needs_glue
+pytestmark = pytest.mark.skipif(
+    not (data_dir() / "glue" / "RTE").exists(), reason=f"no GLUE RTE under {data_dir()}: set LORA_SHARED_DIR"
+)
 
 
 def needs_deepspeed(engine: str):
@@ -71,7 +71,8 @@ def launch(engine: str, root: Path) -> Path:
     (root / f"{engine}.json").write_text(json.dumps(plan))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(ROOT / "tests" / "experiments" / "distributed_runs.py"), str(root / f"{engine}.json")]  # fmt: skip
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return out
 
@@ -82,7 +83,8 @@ def single(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("single")
     with hydra_context():
         for m in METHODS:
-            run(OmegaConf.to_container(compose([f"trainer.output_dir={root / m}", *COMMON, f"method={m}"]), resolve=True))
+            cfg = compose([f"trainer.output_dir={root / m}", *COMMON, f"method={m}"])
+            run(OmegaConf.to_container(cfg, resolve=True))
     return root
 
 
