@@ -62,6 +62,7 @@ class Engine:
     rank: int = 0
     world: int = 1
     device: torch.device
+    name: str  # for the log
 
     @property
     def is_main(self) -> bool:
@@ -179,6 +180,7 @@ class Accelerate(Engine):
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if t["bf16"] else "no")
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device
+        self.name = t["engine"]
 
     def prepare(self, model, param_groups, lr, warmup, total):
         from transformers import get_linear_schedule_with_warmup
@@ -246,6 +248,7 @@ class DeepSpeed(Engine):
             os.environ.update(self._env)
         deepspeed.init_distributed(dist_backend=backend, verbose=False)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self.name = f"DeepSpeed ZeRO-{t['zero_stage']}" + (" with CPU offload" if t["offload"] else "")
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
 
     def close(self):

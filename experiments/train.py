@@ -87,7 +87,7 @@ def _train(cfg: dict, engine: engines.Engine) -> dict:
     _log_to(folder.path / "log.txt" if engine.is_main else None)
     if engine.world > 1:
         each = t["batch_size"] // engine.world
-        log.info("%s: %d processes, %d examples each per step", t["engine"], engine.world, each)
+        log.info("%s: %d processes, %d examples each per step", engine.name, engine.world, each)
 
     task = build_task(cfg["task"])
     task.preflight()

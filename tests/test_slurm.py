@@ -101,3 +101,68 @@ def _wait_for_checkpoint(runs: Path, timeout: float) -> Path:
                 return folder
         time.sleep(0.2)
     raise AssertionError(f"no checkpoint appeared under {runs} within {timeout} s")
+
+
+# The sbatch templates on the cluster: one node standing in for many, 2 CPU processes; the #SBATCH lines meant
+# for GPU nodes are overridden on the command line, as a user adapts them.
+TEMPLATE_RUN = ["model=tiny_llama", "task=rte", "trainer.max_steps=4", "trainer.train_limit=64",
+                "trainer.eval_limit=16", "trainer.batch_size=8", "trainer.eval_every=2",
+                "trainer.threads=1"]  # fmt: skip
+
+
+def submit(cluster: dict, template: str, out: Path, *overrides: str, wait: bool = True, **env: str):
+    """`sbatch [--wait] slurm/TEMPLATE` from the repository root, on one node with 2 processes."""
+    from experiments.engines import _free_port
+
+    exports = ",".join(["ALL", "NPROC_PER_NODE=2", f"RDZV_PORT={_free_port()}", f"PYTHON={sys.executable}",
+                        *(f"{k}={v}" for k, v in env.items())])  # fmt: skip
+    cmd = ["sbatch", "--parsable", *(["--wait"] if wait else []), "--nodes=1", "--gpus-per-node=0",
+           "--cpus-per-task=2", "--mem=8G", "--time=00:15:00", f"--output={out}/slurm-%j.out", f"--export={exports}",
+           str(ROOT / "slurm" / template), *TEMPLATE_RUN, f"trainer.output_dir={out}/run", *overrides]  # fmt: skip
+    return subprocess.run(cmd, env=cluster, cwd=ROOT, capture_output=True, text=True, timeout=900)
+
+
+TEMPLATES = [("torchrun.sbatch", "ddp", "ddp"), ("deepspeed.sbatch", "deepspeed_zero3", "DeepSpeed ZeRO-3")]
+
+
+@pytest.mark.parametrize(("template", "zero", "engine"), TEMPLATES)
+def test_the_sbatch_templates_train_with_two_processes_like_one(cluster, tmp_path, template, zero, engine):
+    from omegaconf import OmegaConf
+
+    from experiments.cli import compose
+    from experiments.train import run
+
+    if zero.startswith("deepspeed"):
+        pytest.importorskip("deepspeed")
+    done = submit(cluster, template, tmp_path, ZERO=zero)
+    outputs = "".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert done.returncode == 0, done.stderr[-2000:] + outputs[-3000:]
+    assert f"1 node(s) x 2 processes, trainer={zero}" in outputs
+    assert f"{engine}: 2 processes, 4 examples each per step" in (tmp_path / "run" / "log.txt").read_text()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["slurm_job_id"] == done.stdout.strip().split(";")[0]
+    single = tmp_path / "single"
+    run(OmegaConf.to_container(compose([f"trainer.output_dir={single}", *TEMPLATE_RUN]), resolve=True))
+    a, _ = read_safetensors(tmp_path / "run" / "adapter.safetensors")
+    b, _ = read_safetensors(single / "adapter.safetensors")
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+
+
+@pytest.mark.slow  # about 3 min: SLURM holds a requeued job back before it runs again
+def test_the_template_checkpoints_on_usr2_requeues_and_resumes(cluster, tmp_path):
+    """SLURM's warning before a time limit (--signal=B:USR2) reaches launch.sh, which stops the training
+    processes with SIGTERM (they checkpoint) and requeues the job; the requeued job resumes the run."""
+    long = ["trainer.max_steps=300", "trainer.save_every=5", "trainer.eval_every=150"]
+    done = submit(cluster, "torchrun.sbatch", tmp_path, *long, wait=False)
+    assert done.returncode == 0, done.stderr
+    job = done.stdout.strip().split(";")[0]
+    _wait_for_checkpoint(tmp_path, timeout=300)
+    subprocess.run(["scancel", "--signal=USR2", "--batch", job], env=cluster, check=True, timeout=60)
+    deadline = time.time() + 600
+    while time.time() < deadline and not (tmp_path / "run" / "metrics.json").exists():
+        time.sleep(2)
+    outputs = "".join(p.read_text() for p in tmp_path.glob("slurm-*.out"))
+    assert "requeueing job" in outputs, outputs[-3000:]
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "SIGTERM at step" in log and "resumed from" in log, log[-2000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 300
