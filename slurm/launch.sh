@@ -30,7 +30,10 @@ for arg in "$@"; do [[ $arg == trainer.output_dir=* ]] && OUTPUT=""; done
 step=""
 requeue() {
   echo "launch.sh: SIGUSR2 (time limit or preemption near): checkpointing, then requeueing job $SLURM_JOB_ID"
-  [ -n "$step" ] && kill -TERM "$step" 2>/dev/null && wait "$step" || true
+  # SIGTERM to the step's tasks (torchrun forwards it to its processes); signalling srun itself would make it
+  # kill the step at once, before any checkpoint
+  scancel --signal=TERM "$SLURM_JOB_ID.0" || true
+  [ -n "$step" ] && wait "$step" || true
   scontrol requeue "$SLURM_JOB_ID"
   exit 0
 }

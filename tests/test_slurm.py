@@ -117,7 +117,8 @@ def submit(cluster: dict, template: str, out: Path, *overrides: str, wait: bool 
     exports = ",".join(["ALL", "NPROC_PER_NODE=2", f"RDZV_PORT={_free_port()}", f"PYTHON={sys.executable}",
                         *(f"{k}={v}" for k, v in env.items())])  # fmt: skip
     cmd = ["sbatch", "--parsable", *(["--wait"] if wait else []), "--nodes=1", "--gpus-per-node=0",
-           "--cpus-per-task=2", "--mem=8G", "--time=00:15:00", f"--output={out}/slurm-%j.out", f"--export={exports}",
+           "--cpus-per-task=2", "--mem=8G", "--time=00:15:00", f"--output={out}/slurm-%j.out",
+           "--open-mode=append", f"--export={exports}",
            str(ROOT / "slurm" / template), *TEMPLATE_RUN, f"trainer.output_dir={out}/run", *overrides]  # fmt: skip
     return subprocess.run(cmd, env=cluster, cwd=ROOT, capture_output=True, text=True, timeout=900)
 
@@ -152,7 +153,7 @@ def test_the_sbatch_templates_train_with_two_processes_like_one(cluster, tmp_pat
 def test_the_template_checkpoints_on_usr2_requeues_and_resumes(cluster, tmp_path):
     """SLURM's warning before a time limit (--signal=B:USR2) reaches launch.sh, which stops the training
     processes with SIGTERM (they checkpoint) and requeues the job; the requeued job resumes the run."""
-    long = ["trainer.max_steps=300", "trainer.save_every=5", "trainer.eval_every=150"]
+    long = ["trainer.max_steps=3000", "trainer.save_every=50", "trainer.eval_every=1500"]  # tiny steps take ms
     done = submit(cluster, "torchrun.sbatch", tmp_path, *long, wait=False)
     assert done.returncode == 0, done.stderr
     job = done.stdout.strip().split(";")[0]
@@ -165,4 +166,4 @@ def test_the_template_checkpoints_on_usr2_requeues_and_resumes(cluster, tmp_path
     assert "requeueing job" in outputs, outputs[-3000:]
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "SIGTERM at step" in log and "resumed from" in log, log[-2000:]
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 300
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 3000

@@ -1,6 +1,6 @@
 """Two processes on the CPU (gloo): each engine ends with the weights of the single-process run on the same data.
 
-One torchrun launch per engine runs every method of the plan (tests/experiments/distributed_runs.py); the
+One torchrun launch per engine runs every method of the plan (`python -m experiments.plan`); the
 single-process references run here. The global batch is split between the processes, so the two runs see
 the same examples per optimizer step and differ only by float rounding (summing in another order): the
 stated tolerance is 1e-5 on every trained value (measured: at most 5e-7 on values up to 0.4).
@@ -41,12 +41,8 @@ COMMON = ["model=tiny_gpt2", "model.arch.n_layer=3", "+model.arch.resid_pdrop=0"
           "trainer.eval_limit=16", "trainer.batch_size=8", "trainer.grad_accum=2", "trainer.eval_every=3",
           "trainer.lr=1e-2", "trainer.threads=1", "trainer.warmup_steps=2", "trainer.weight_decay=0.01"]  # fmt: skip
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
-PLANS = {  # engine -> methods trained under it; every method under DDP and under ZeRO-3 (partitioned parameters)
-    "ddp": METHODS,
-    "deepspeed_zero2": ["lora", "full_ft"],
-    "deepspeed_zero3": METHODS,
-    "deepspeed_zero3_offload": ["lora", "full_ft"],
-}
+ENGINES = ("ddp", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload")
+PLANS = {engine: METHODS for engine in ENGINES}  # every method under every engine
 RESUMED = ("ddp", "deepspeed_zero2", "deepspeed_zero3")  # also stopped after step 4 and resumed from step 3
 
 pytestmark = pytest.mark.skipif(
@@ -69,10 +65,10 @@ def launch(engine: str, root: Path) -> Path:
         plan += [[str(out / "resumed"), [*again, "trainer.stop_after=4"]], [str(out / "resumed"), again]]
         plan += [[str(out / "stopped"), [*again, "trainer.stop_after=4"]]]  # its checkpoint stays
     (root / f"{engine}.json").write_text(json.dumps(plan))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "experiments" / "distributed_runs.py"), str(root / f"{engine}.json")]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "experiments.plan", str(root / f"{engine}.json")]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=900, env=env)
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     return out
 
