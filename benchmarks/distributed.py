@@ -8,7 +8,8 @@ Each engine trains the same config (the global batch split between the processes
 (`python -m experiments.plan`); the reference is the same plan in one process. Reported per engine and
 method: the largest difference of any trained value, GPT-2's attention key bias apart (its gradient is
 zero in exact arithmetic, so Adam's steps there follow rounding noise; see tests/experiments/test_distributed.py),
-and the training loop's seconds (metrics.json's train_seconds, start-up excluded) over the single process's.
+and the training loop's seconds (metrics.json's train_seconds, start-up excluded) over the single process's:
+one process with 2 threads against 2 processes with 1 thread each, the same 2 cores.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ def overrides(args) -> list[str]:
 
 
 def launch(engine: str, methods: list[str], common: list[str], root: Path) -> None:
-    plan = [[str(root / engine / m), [*common, f"method={m}", f"trainer={'default' if engine == 'single' else engine}"]]
-            for m in methods]  # fmt: skip
+    trainer = ["trainer=default", "trainer.threads=2"] if engine == "single" else [f"trainer={engine}"]
+    plan = [[str(root / engine / m), [*common, f"method={m}", *trainer]] for m in methods]
     (root / f"{engine}.json").write_text(json.dumps(plan))
     runner = [] if engine == "single" else ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     cmd = [sys.executable, *runner, "-m", "experiments.plan", str(root / f"{engine}.json")]
@@ -94,7 +95,8 @@ def main():
               f"{r['train_time_vs_single']:>13.2f}")  # fmt: skip
     kind = "gpu" if torch.cuda.is_available() else "cpu"
     path = save_json(
-        f"distributed-{kind}", {"config": vars(args), "overrides": common, "rows": rows, "machine": machine()}
+        f"distributed-{args.model}-{kind}",
+        {"config": vars(args), "overrides": common, "rows": rows, "machine": machine()},
     )
     print(f"saved {path}")
 

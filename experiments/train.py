@@ -46,10 +46,16 @@ def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world
     >>> two = [a + b for a, b in zip(batches(10, 4, 0, 0, rank=0, world=2), batches(10, 4, 0, 0, rank=1, world=2))]
     >>> [len(b) for b in one], [sorted(b) for b in one] == [sorted(b) for b in two]
     ([4, 4, 2], True)
+
+    A last global batch too small to give every process an example is left out, so that every process takes
+    as many steps (a collective waiting for a process that has none would hang):
+
+    >>> [len(batches(9, 4, 0, 0, rank, world=2)) for rank in (0, 1)], len(batches(9, 4, 0, 0))
+    ([2, 2], 3)
     """
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
     full = [order[i : i + batch_size] for i in range(0, n, batch_size)]
-    return [chunk[rank::world] for chunk in full if len(chunk[rank::world])]
+    return [chunk[rank::world] for chunk in full if len(chunk) >= world]
 
 
 @torch.no_grad()
