@@ -151,3 +151,16 @@ def test_checkpoints_hold_every_process_partition_under_the_checksum(engine, lau
     damaged = checkpoint / (partitions[-1] if partitions else "optimizer.pt")
     damaged.write_bytes(damaged.read_bytes()[:-10])
     assert "does not match its checksum" in verify(checkpoint)
+
+
+def test_deepspeed_runs_as_one_process_without_torchrun(single, tmp_path):
+    """`python run.py trainer=deepspeed_zero2` alone: a process group of one, the same weights as `single`."""
+    needs_deepspeed("deepspeed_zero2")
+    plan = [[str(tmp_path / "lora"), [*COMMON, "method=lora", "trainer=deepspeed_zero2"]]]
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
+    done = subprocess.run([sys.executable, "-m", "experiments.plan", str(tmp_path / "plan.json")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = adapter(tmp_path / "lora"), adapter(single / "lora")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= TOLERANCE
