@@ -92,17 +92,17 @@ class Engine:
             raise error
         return result
 
-    def mean(self, value: float) -> float:
-        """The mean of `value` over the processes (the logged loss is the global batch's)."""
+    def total(self, value: float) -> float:
+        """The sum of `value` over the processes (a step's loss terms and token counts)."""
         if self.world == 1:
             return value
         t = torch.tensor([value], dtype=torch.float64, device=self._comm_device)
         dist.all_reduce(t)
-        return t.item() / self.world
+        return t.item()
 
     def any(self, flag: bool) -> bool:
         """True on every process if it is true on one (a signal reaches processes at different steps)."""
-        return self.mean(float(flag)) > 0
+        return self.total(float(flag)) > 0
 
     def gather(self, obj) -> list:
         """Every process's `obj`, in rank order."""
@@ -135,7 +135,8 @@ class Engine:
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor):
-        """Accumulate the gradients of `loss` (already divided by the accumulation steps)."""
+        """Accumulate the gradients of `loss`, already weighted by its share of the global step; the
+        engines average gradients over processes, so the trainer also multiplies by their number."""
         raise NotImplementedError
 
     def step(self):

@@ -131,23 +131,15 @@ def _train(cfg: dict, engine: engines.Engine) -> dict:
         while not done:
             epoch_batches = batches(len(train_set), t["batch_size"], t["seed"], state["epoch"], engine.rank,
                                     engine.world)  # fmt: skip
-            for i in range(state["batch"], len(epoch_batches)):
-                chunk = [train_set[j] for j in epoch_batches[i]]
-                batch = {k: v.to(device) for k, v in task.batch(tokenizer, chunk, special).items()}
-                with engine.autocast():
-                    outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
-                    loss = task.loss(outputs, batch, t["label_smoothing"])
-                loss_value = engine.mean(loss.item())  # every process sees a NaN on any one, and stops with it
-                if not math.isfinite(loss_value):
-                    _diverged(folder, cfg, state, loss_value, engine.is_main)
-                engine.backward(loss / t["grad_accum"])
-                seen += len(chunk) * engine.world
-                state["batch"] = i + 1
-                if state["batch"] % t["grad_accum"] and state["batch"] < len(epoch_batches):
-                    continue
+            for first in range(state["batch"], len(epoch_batches), t["grad_accum"]):
+                chunks = epoch_batches[first : first + t["grad_accum"]]
+                micro = [task.batch(tokenizer, [train_set[j] for j in chunk], special) for chunk in chunks]
+                loss = _accumulate(engine, model, task, micro, t["label_smoothing"])
+                if not math.isfinite(loss):
+                    _diverged(folder, cfg, state, loss, engine.is_main)
                 engine.step()
-                state["step"] += 1
-                state["loss"] = loss_value
+                seen += sum(map(len, chunks)) * engine.world
+                state["step"], state["batch"], state["loss"] = state["step"] + 1, first + len(chunks), loss
                 bar.update(1)
                 bar.set_postfix(loss=f"{state['loss']:.4f}", ex_per_s=f"{seen / (time.time() - started):.1f}")
                 if state["step"] % t["log_every"] == 0:
@@ -188,6 +180,30 @@ def _train(cfg: dict, engine: engines.Engine) -> dict:
         wandb_run.summary.update({f"best/{k}": v for k, v in metrics["best"].items() if isinstance(v, float)})
         wandb_run.finish()
     return metrics
+
+
+def _accumulate(engine, model, task, micro: list[dict], label_smoothing: float) -> float:
+    """Gradients of one optimizer step over its micro-batches; returns the step's loss, or at once the first
+    non-finite loss of any process (before its backward: the caller stops the run).
+
+    The loss is the mean over every unit of the global step (examples, or completion tokens for NLG), so a
+    micro-batch counts by its share of the units, not as 1/grad_accum of the step: otherwise how a batch is
+    split (micro-batches, processes, a short last step of an epoch) would change the update. HF Trainer
+    does the same with `num_items_in_batch`.
+    """
+    units = [task.units(batch) for batch in micro]
+    step_units, step_loss = engine.total(float(sum(units))), 0.0
+    for batch, n in zip(micro, units, strict=True):
+        batch = {k: v.to(engine.device) for k, v in batch.items()}
+        with engine.autocast():
+            outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
+            loss = task.loss(outputs, batch, label_smoothing)
+        if not math.isfinite(checked := engine.total(loss.item())):  # a NaN on one process stops every one
+            return checked
+        share = n / step_units  # a Python float: exactly 1.0 for one micro-batch on one process
+        engine.backward(loss * (share * engine.world))  # the engines average gradients over processes
+        step_loss += loss.item() * share
+    return engine.total(step_loss)
 
 
 def _prepared_model(cfg: dict, task, tokenizer):

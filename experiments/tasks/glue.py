@@ -103,6 +103,10 @@ class GlueTask:
         enc["labels"] = torch.tensor([e.label for e in examples])
         return enc
 
+    def units(self, batch: dict) -> int:
+        """What the loss averages over: examples."""
+        return len(batch["labels"])
+
     def loss(self, outputs, batch: dict, label_smoothing: float) -> torch.Tensor:
         logits, labels = outputs.logits.float(), batch["labels"]
         if self.regression:  # STS-B

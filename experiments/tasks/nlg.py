@@ -145,6 +145,10 @@ class NLGTask:
             labels[i, start : len(ids)] = input_ids[i, start : len(ids)]
         return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
 
+    def units(self, batch: dict) -> int:
+        """What the loss averages over: the completion tokens it predicts."""
+        return int((batch["labels"][:, 1:] != -100).sum())
+
     def loss(self, outputs, batch: dict, label_smoothing: float) -> torch.Tensor:
         """Mean cross entropy over completion tokens (label smoothing as in the paper's Table 11)."""
         logits = outputs.logits[:, :-1].float()

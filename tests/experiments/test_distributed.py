@@ -1,8 +1,9 @@
 """Two processes on the CPU (gloo): each engine ends with the weights of the single-process run on the same data.
 
-One torchrun launch per engine runs every method of the plan (`python -m experiments.plan`); the
-single-process references run here. The global batch is split between the processes, so the two runs see
-the same examples per optimizer step and differ only by float rounding (summing in another order): the
+One torchrun launch per engine runs every method on RTE, and LoRA on E2E, from one plan (`python -m
+experiments.plan`); the single-process references run here. The global batch is split between the
+processes, so the two runs see the same examples per optimizer step (on E2E, different numbers of tokens
+on each process: the loss weighs them) and differ only by float rounding (summing in another order): the
 stated tolerance is 1e-5 on every trained value (measured: at most 5e-7 on values up to 0.4).
 Dropout is switched off in the tiny model, since its random masks depend on how the batch is split.
 
@@ -37,12 +38,18 @@ WIDTH, LR = 32, 1e-2  # tiny GPT-2's n_embd; the learning rate below
 # global batches of 8 with 2 micro-batches per step: an epoch is 4 full steps and one of a single micro-batch,
 # so the 6 steps cross an epoch's end.
 COMMON = ["model=tiny_gpt2", "model.arch.n_layer=3", "+model.arch.resid_pdrop=0", "+model.arch.embd_pdrop=0",
-          "+model.arch.attn_pdrop=0", "task=rte", "trainer.max_steps=6", "trainer.train_limit=68",
+          "+model.arch.attn_pdrop=0", "trainer.max_steps=6", "trainer.train_limit=68",
           "trainer.eval_limit=16", "trainer.batch_size=8", "trainer.grad_accum=2", "trainer.eval_every=3",
           "trainer.lr=1e-2", "trainer.threads=1", "trainer.warmup_steps=2", "trainer.weight_decay=0.01"]  # fmt: skip
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
+RUNS = {m: ["task=rte", f"method={m}"] for m in METHODS}
+# E2E: the processes' micro-batches hold different numbers of completion tokens, which the loss must weigh
+E2E = ["task=e2e", "method=lora", "method.dropout=0", "model.arch.n_positions=256", "task.decode_limit=2",
+       "task.decoding.num_beams=1", "task.decoding.max_new_tokens=4"]  # fmt: skip
+if all((data_dir() / "e2e" / f).exists() for f in ("trainset.csv", "devset.csv", "testset_w_refs.csv")):
+    RUNS["e2e_lora"] = E2E
 ENGINES = ("ddp", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload")
-PLANS = {engine: METHODS for engine in ENGINES}  # every method under every engine
+PLANS = {engine: list(RUNS) for engine in ENGINES}  # every run under every engine
 RESUMED = ("ddp", "deepspeed_zero2", "deepspeed_zero3")  # also stopped after step 4 and resumed from step 3
 
 pytestmark = pytest.mark.skipif(
@@ -59,9 +66,9 @@ def launch(engine: str, root: Path) -> Path:
     """One torchrun launch with 2 processes training every run of the engine's plan into root/engine."""
     needs_deepspeed(engine)
     out = root / engine
-    plan = [[str(out / m), [*COMMON, f"method={m}", f"trainer={engine}"]] for m in PLANS[engine]]
+    plan = [[str(out / name), [*COMMON, *RUNS[name], f"trainer={engine}"]] for name in PLANS[engine]]
     if engine in RESUMED:
-        again = [*COMMON, "method=lora", f"trainer={engine}"]
+        again = [*COMMON, *RUNS["lora"], f"trainer={engine}"]
         plan += [[str(out / "resumed"), [*again, "trainer.stop_after=4"]], [str(out / "resumed"), again]]
         plan += [[str(out / "stopped"), [*again, "trainer.stop_after=4"]]]  # its checkpoint stays
     (root / f"{engine}.json").write_text(json.dumps(plan))
@@ -75,11 +82,11 @@ def launch(engine: str, root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory) -> Path:
-    """The single-process run of every method, the reference."""
+    """The single-process run of every method (and E2E), the reference."""
     root = tmp_path_factory.mktemp("single")
     with hydra_context():
-        for m in METHODS:
-            cfg = compose([f"trainer.output_dir={root / m}", *COMMON, f"method={m}"])
+        for name, overrides in RUNS.items():
+            cfg = compose([f"trainer.output_dir={root / name}", *COMMON, *overrides])
             run(OmegaConf.to_container(cfg, resolve=True))
     return root
 
@@ -101,13 +108,13 @@ def adapter(folder: Path) -> dict[str, torch.Tensor]:
     return read_safetensors(folder / "adapter.safetensors")[0]
 
 
-CASES = [(engine, m) for engine, methods in PLANS.items() for m in methods]
+CASES = [(engine, name) for engine, names in PLANS.items() for name in names]
 
 
-@pytest.mark.parametrize(("engine", "method"), CASES, ids=[f"{e}-{m}" for e, m in CASES])
-def test_two_processes_end_with_the_single_process_weights(engine, method, single, launched):
+@pytest.mark.parametrize(("engine", "name"), CASES, ids=[f"{e}-{n}" for e, n in CASES])
+def test_two_processes_end_with_the_single_process_weights(engine, name, single, launched):
     needs_deepspeed(engine)
-    ours, theirs = launched(engine) / method, single / method
+    ours, theirs = launched(engine) / name, single / name
     a, b = adapter(ours), adapter(theirs)
     assert a.keys() == b.keys()  # only the trained parameters, whole (ZeRO-3 gathers its slices)
     assert all(a[k].shape == b[k].shape for k in a)
@@ -116,7 +123,7 @@ def test_two_processes_end_with_the_single_process_weights(engine, method, singl
         q, key, v = diffs[k].split(WIDTH)
         diffs[k], key_bias = torch.cat([q, v]), [*key_bias, key]
     worst = max(d.max().item() for d in diffs.values())
-    assert worst <= TOLERANCE, f"{engine} {method}: trained values differ by up to {worst:.2e}"
+    assert worst <= TOLERANCE, f"{engine} {name}: trained values differ by up to {worst:.2e}"
     assert all(d.max() <= 6 * LR for d in key_bias)  # noise-driven Adam steps: at most lr each
     m, ref = (json.loads((f / "metrics.json").read_text()) for f in (ours, theirs))
     assert m["status"] == "complete" and m["steps"] == ref["steps"] == 6
@@ -156,7 +163,7 @@ def test_checkpoints_hold_every_process_partition_under_the_checksum(engine, lau
 def test_deepspeed_runs_as_one_process_without_torchrun(single, tmp_path):
     """`python run.py trainer=deepspeed_zero2` alone: a process group of one, the same weights as `single`."""
     needs_deepspeed("deepspeed_zero2")
-    plan = [[str(tmp_path / "lora"), [*COMMON, "method=lora", "trainer=deepspeed_zero2"]]]
+    plan = [[str(tmp_path / "lora"), [*COMMON, *RUNS["lora"], "trainer=deepspeed_zero2"]]]
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
     done = subprocess.run([sys.executable, "-m", "experiments.plan", str(tmp_path / "plan.json")], cwd=ROOT,
