@@ -59,12 +59,25 @@ def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, task, items: list, batch_size: int, device) -> dict[str, float]:
+def evaluate(model, tokenizer, task, items: list, batch_size: int, device, engine=None) -> dict[str, float]:
+    """The task's metrics on `items`. Under an engine of several processes each predicts every world-th
+    batch and engine.gather brings the outputs together; all run as many forwards, since under ZeRO-3
+    every forward gathers parameters from every process: one short of a batch repeats its first.
+    """
+    rank, world, gather = (engine.rank, engine.world, engine.gather) if engine else (0, 1, lambda x: [x])
+    starts = list(range(0, len(items), batch_size))
+    mine = starts[rank::world]
+    rounds = math.ceil(len(starts) / world)
+    special = getattr(model, "special_tokens", None)
     model.eval()
     try:
-        return task.evaluate(model, tokenizer, items, batch_size, device, getattr(model, "special_tokens", None))
+        outputs = {s: task.predict(model, tokenizer, items[s : s + batch_size], device, special) for s in mine}
+        for _ in range(rounds - len(mine)):  # an output nobody reads
+            task.predict(model, tokenizer, items[:batch_size], device, special)
     finally:
         model.train()
+    everyone = {s: out for part in gather(outputs) for s, out in part.items()}
+    return task.metrics([o for s in starts for o in everyone[s]], items)
 
 
 def run(cfg: dict) -> dict:
@@ -149,7 +162,7 @@ def _train(cfg: dict, engine: engines.Engine) -> dict:
                         wandb_run.log({"train/loss": state["loss"], "lr": lr}, step=state["step"])
                 done = state["step"] >= total
                 if state["step"] % eval_every == 0 or done:
-                    _evaluate_into(state, engine.module(), tokenizer, task, eval_sets, t, device, wandb_run)
+                    _evaluate_into(state, engine, tokenizer, task, eval_sets, t, wandb_run)
                 preempted = engine.any(preemption.requested is not None)  # all processes checkpoint together
                 if state["step"] % save_every == 0 or done or preempted:
                     state["train_seconds"] = time.time() - started
@@ -170,7 +183,7 @@ def _train(cfg: dict, engine: engines.Engine) -> dict:
         preemption.restore()
     bar.close()
     if total == 0 and not state["evals"]:  # evaluation only: the untrained model's dev scores
-        _evaluate_into(state, engine.module(), tokenizer, task, eval_sets, t, device, wandb_run)
+        _evaluate_into(state, engine, tokenizer, task, eval_sets, t, wandb_run)
     trained = engine.trainable_state()  # every process: partitioned parameters are gathered
     if not engine.is_main:
         return {"status": "complete", "rank": engine.rank}
@@ -292,9 +305,10 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]  # DeepSpeed drops empty groups, and the schedule must match
 
 
-def _evaluate_into(state, model, tokenizer, task, eval_sets, t, device, wandb_run):
+def _evaluate_into(state, engine, tokenizer, task, eval_sets, t, wandb_run):
     scores = {
-        split: evaluate(model, tokenizer, task, ex, t["eval_batch_size"], device) for split, ex in eval_sets.items()
+        split: evaluate(engine.module(), tokenizer, task, items, t["eval_batch_size"], engine.device, engine)
+        for split, items in eval_sets.items()
     }
     main_split = task.eval_splits[0]
     record = {

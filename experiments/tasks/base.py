@@ -10,7 +10,8 @@ model on them; the trainer knows nothing of the task beyond these:
     task.batch(tok, items, special)   tensors of one batch (special: prefix methods' token ids, or None)
     task.loss(outputs, batch, label_smoothing)   the mean over the batch's units ...
     task.units(batch)         ... how many: examples, or completion tokens (the trainer weights by them)
-    task.evaluate(model, tok, items, batch_size, device, special) -> {metric: value}
+    task.predict(model, tok, items, device, special) -> [output of each item of one batch]
+    task.metrics(outputs, items) -> {metric: value}   (the trainer spreads the batches over its processes)
     task.metric, task.greater_is_better, task.eval_splits   which evaluation selects the best step
     task.final(model, tok, folder, device, special) -> {name: value}   the last word on the finished model
                               (NLG decodes the test set; GLUE has nothing to add)

@@ -114,13 +114,15 @@ class GlueTask:
         return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
     @torch.no_grad()
-    def evaluate(self, model, tokenizer, examples, batch_size: int, device, special=None) -> dict[str, float]:
-        preds = []
-        for i in range(0, len(examples), batch_size):
-            enc = encode(tokenizer, examples[i : i + batch_size], self.max_length, special)
-            logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
-            preds.append(logits.squeeze(-1) if self.regression else logits.argmax(-1))
-        return self.score(torch.cat(preds).numpy(), np.array([e.label for e in examples]))
+    def predict(self, model, tokenizer, examples, device, special=None) -> list:
+        """The predicted class (or score, STS-B) of each example of a batch."""
+        enc = encode(tokenizer, examples, self.max_length, special)
+        logits = model(**{k: v.to(device) for k, v in enc.items()}).logits.float().cpu()
+        return (logits.squeeze(-1) if self.regression else logits.argmax(-1)).tolist()
+
+    def metrics(self, outputs: list, examples) -> dict[str, float]:
+        predictions = np.array(outputs, dtype=np.float32 if self.regression else np.int64)
+        return self.score(predictions, np.array([e.label for e in examples]))
 
     def final(self, model, tokenizer, folder, device, special=None) -> dict:
         return {}  # the dev evaluations during training are GLUE's result

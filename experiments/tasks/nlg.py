@@ -157,16 +157,17 @@ class NLGTask:
                                label_smoothing=label_smoothing)  # fmt: skip
 
     @torch.no_grad()
-    def evaluate(self, model, tokenizer, pairs: list[Pair], batch_size: int, device, special=None) -> dict[str, float]:
+    def predict(self, model, tokenizer, pairs: list[Pair], device, special=None) -> list[tuple[float, int]]:
+        """(summed loss, completion tokens) of each pair of a batch."""
+        batch = {k: v.to(device) for k, v in self.batch(tokenizer, pairs, special).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        labels = batch["labels"][:, 1:]
+        losses = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        return list(zip(losses.sum(1).tolist(), (labels != -100).sum(1).tolist(), strict=True))
+
+    def metrics(self, outputs: list[tuple[float, int]], pairs: list[Pair]) -> dict[str, float]:
         """Dev loss per completion token (and its perplexity), weighting every token equally."""
-        total, count = 0.0, 0
-        for i in range(0, len(pairs), batch_size):
-            batch = {k: v.to(device) for k, v in self.batch(tokenizer, pairs[i : i + batch_size], special).items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-            labels = batch["labels"][:, 1:]
-            total += F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="sum").item()
-            count += int((labels != -100).sum())
-        loss = total / max(count, 1)
+        loss = sum(total for total, _ in outputs) / max(sum(count for _, count in outputs), 1)
         return {"loss": round(loss, 6), "perplexity": round(float(torch.tensor(loss).exp()), 4)}
 
     # --- the finished model -------------------------------------------------------------------------------------

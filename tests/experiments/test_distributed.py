@@ -36,10 +36,10 @@ TOLERANCE = 1e-5
 WIDTH, LR = 32, 1e-2  # tiny GPT-2's n_embd; the learning rate below
 # tiny GPT-2, 3 blocks (AdapterD drops the lowest 2), no dropout; RTE as a classification task. 68 examples in
 # global batches of 8 with 2 micro-batches per step: an epoch is 4 full steps and one of a single micro-batch,
-# so the 6 steps cross an epoch's end.
+# so the 6 steps cross an epoch's end. 16 dev examples in batches of 6: one process evaluates 2, the other 1.
 COMMON = ["model=tiny_gpt2", "model.arch.n_layer=3", "+model.arch.resid_pdrop=0", "+model.arch.embd_pdrop=0",
-          "+model.arch.attn_pdrop=0", "trainer.max_steps=6", "trainer.train_limit=68",
-          "trainer.eval_limit=16", "trainer.batch_size=8", "trainer.grad_accum=2", "trainer.eval_every=3",
+          "+model.arch.attn_pdrop=0", "trainer.max_steps=6", "trainer.train_limit=68", "trainer.eval_limit=16",
+          "trainer.eval_batch_size=6", "trainer.batch_size=8", "trainer.grad_accum=2", "trainer.eval_every=3",
           "trainer.lr=1e-2", "trainer.threads=1", "trainer.warmup_steps=2", "trainer.weight_decay=0.01"]  # fmt: skip
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 RUNS = {m: ["task=rte", f"method={m}"] for m in METHODS}
@@ -130,6 +130,8 @@ def test_two_processes_end_with_the_single_process_weights(engine, name, single,
     assert m["params"]["trainable"] == ref["params"]["trainable"] == sum(t.numel() for t in a.values())
     assert m["last_loss"] == pytest.approx(ref["last_loss"], rel=1e-5)  # the global batch's mean, logged by rank 0
     assert [e["step"] for e in m["evals"]] == [3, 6]
+    for mine, one in zip(m["evals"], ref["evals"], strict=True):  # 3 dev batches spread over 2 processes
+        assert mine == pytest.approx(one, rel=1e-4)
     assert "2 processes, 4 examples each per step" in (ours / "log.txt").read_text()
 
 

@@ -261,3 +261,46 @@ def test_a_non_lora_runs_file_loads_with_baselines_load(tmp_path):
     tensors, _ = read_safetensors(tmp_path / "adapter.safetensors")
     params = dict(model.named_parameters())
     assert tensors and all(torch.equal(params[k], v) for k, v in tensors.items())
+
+
+def test_evaluation_spreads_its_batches_over_the_processes_and_every_process_runs_as_many():
+    """Three processes (threads here, with a barrier as engine.gather) evaluate 9 items in batches of 2:
+    the metrics see every output once, in order, and the process one batch short repeats its first, since
+    under ZeRO-3 a forward on one process waits for the others."""
+    import threading
+    from types import SimpleNamespace
+
+    from experiments.train import evaluate
+
+    class Echo:  # outputs 10x the item; metrics shows what it was given
+        def __init__(self):
+            self.batches = []
+
+        def predict(self, model, tokenizer, items, device, special):
+            self.batches.append(items)
+            return [10 * x for x in items]
+
+        def metrics(self, outputs, items):
+            return {"outputs": outputs, "items": items}
+
+    world, parts, barrier = 3, [None] * 3, threading.Barrier(3)
+    tasks, results = [Echo() for _ in range(world)], [None] * world
+
+    def process(rank):
+        def gather(obj):
+            parts[rank] = obj
+            barrier.wait()
+            return list(parts)
+
+        engine = SimpleNamespace(rank=rank, world=world, gather=gather)
+        results[rank] = evaluate(torch.nn.Identity(), None, tasks[rank], list(range(9)), 2, "cpu", engine)
+
+    threads = [threading.Thread(target=process, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = {"outputs": [10 * x for x in range(9)], "items": list(range(9))}
+    assert results == [expected] * world
+    assert [t.batches for t in tasks] == [[[0, 1], [6, 7]], [[2, 3], [8]], [[4, 5], [0, 1]]]
+    assert evaluate(torch.nn.Identity(), None, Echo(), list(range(9)), 2, "cpu") == expected  # one process
