@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import statistics
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# The JSON files the README cites; LORA_BENCH_RESULTS sends a run elsewhere (the smoke tests do).
+RESULTS = Path(os.environ.get("LORA_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 
 
 def sync(device: str):
@@ -100,7 +102,7 @@ def machine() -> dict:
 
 
 def save_json(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path

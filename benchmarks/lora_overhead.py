@@ -20,6 +20,7 @@ import torch
 
 import lora
 from benchmarks.common import machine, round_robin, save_json, summary
+from benchmarks.lora_step import make_step
 from experiments.models import build
 
 TARGET = 1.10
@@ -31,17 +32,6 @@ def floor_step(model, ids):
     def step():
         x = embed(ids).detach().requires_grad_(True)
         model(inputs_embeds=x, labels=ids).loss.backward()
-
-    return step
-
-
-def lora_step(model, ids):
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def step():
-        model(input_ids=ids, labels=ids).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
 
     return step
 
@@ -66,7 +56,7 @@ def main(argv=None):
     steps = {"floor": floor_step(base, ids)}
     for r in args.ranks:
         config = lora.LoRAConfig(r=r, alpha=2 * r, dropout=args.dropout, targets=("q", "v"))
-        steps[f"r={r}"] = lora_step(lora.apply(copy.deepcopy(base), config).train(), ids)
+        steps[f"r={r}"] = make_step(lora.apply(copy.deepcopy(base), config).train(), ids)
     times = round_robin(steps, args.warmup, args.rounds, args.device)
     ratios = {n: statistics.median(a / b for a, b in zip(t, times["floor"], strict=True)) for n, t in times.items()}
     result = {

