@@ -179,6 +179,11 @@ class Accelerate(Engine):
         self.t = t
         self._owns_group = False  # accelerate's state owns it
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if t["bf16"] else "no")
+        if self.accelerator.gradient_accumulation_steps != 1:  # it would divide the loss the trainer already weighs
+            raise EngineError(
+                f"ACCELERATE_GRADIENT_ACCUMULATION_STEPS={self.accelerator.gradient_accumulation_steps} is set; "
+                "unset it and use trainer.grad_accum"
+            )
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.device = self.accelerator.device
         self.name = t["engine"]
@@ -269,6 +274,9 @@ class DeepSpeed(Engine):
             # the trainer decides where an accumulation ends (an epoch's last micro-batches may be fewer)
             "managed_gradient_accumulation": False,
             "gradient_clipping": t["max_grad_norm"] or 0.0,
+            # gradients averaged over the processes, as DDP does (the trainer's loss weights count on it)
+            "gradient_predivide_factor": 1.0,
+            "prescale_gradients": False,
             "zero_optimization": zero,
             "bf16": {"enabled": bool(t["bf16"])},
             "zero_allow_untested_optimizer": True,  # torch's AdamW, the optimizer of every other engine
@@ -288,6 +296,7 @@ class DeepSpeed(Engine):
         self.engine, _, _, _ = self.deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.config()
         )
+        assert getattr(self.engine, "gradient_average", True), "DeepSpeed must average gradients over processes"
         return self.engine
 
     def backward(self, loss):

@@ -62,7 +62,8 @@ def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world
 def evaluate(model, tokenizer, task, items: list, batch_size: int, device, engine=None) -> dict[str, float]:
     """The task's metrics on `items`. Under an engine of several processes each predicts every world-th
     batch and engine.gather brings the outputs together; all run as many forwards, since under ZeRO-3
-    every forward gathers parameters from every process: one short of a batch repeats its first.
+    every forward gathers parameters from every process: one short of a batch predicts the set's first
+    batch again, and drops the outputs.
     """
     rank, world, gather = (engine.rank, engine.world, engine.gather) if engine else (0, 1, lambda x: [x])
     starts = list(range(0, len(items), batch_size))
@@ -196,8 +197,9 @@ def _train(cfg: dict, engine: engines.Engine) -> dict:
 
 
 def _accumulate(engine, model, task, micro: list[dict], label_smoothing: float) -> float:
-    """Gradients of one optimizer step over its micro-batches; returns the step's loss, or at once the first
-    non-finite loss of any process (before its backward: the caller stops the run).
+    """Gradients of one optimizer step over its micro-batches; returns the step's loss, or at once a
+    non-finite value when a micro-batch's loss is not finite on any process (before its backward, on
+    every process: the caller stops the run).
 
     The loss is the mean over every unit of the global step (examples, or completion tokens for NLG), so a
     micro-batch counts by its share of the units, not as 1/grad_accum of the step: otherwise how a batch is

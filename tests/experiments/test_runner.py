@@ -1,6 +1,7 @@
 """The runner: composition of every model x method x task, clear errors, a tiny end-to-end run, resume."""
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -304,3 +305,68 @@ def test_evaluation_spreads_its_batches_over_the_processes_and_every_process_run
     assert results == [expected] * world
     assert [t.batches for t in tasks] == [[[0, 1], [6, 7]], [[2, 3], [8]], [[4, 5], [0, 1]]]
     assert evaluate(torch.nn.Identity(), None, Echo(), list(range(9)), 2, "cpu") == expected  # one process
+
+
+def test_a_nan_on_one_process_stops_every_process_before_its_backward():
+    """Two processes (threads; engine.total sums through a barrier): process 1's second micro-batch has a NaN
+    loss. Both leave the step with a non-finite value, after the same collectives, neither has run the
+    backward of that micro-batch; without the NaN both return the step's mean over its 10 units."""
+    import threading
+    from contextlib import nullcontext
+
+    from experiments.train import _accumulate
+
+    class Engine:
+        device, world, barrier, box = "cpu", 2, threading.Barrier(2, timeout=20), [0.0, 0.0]  # a hang fails
+
+        def __init__(self, rank):
+            self.rank, self.backwards = rank, []
+
+        def total(self, value):
+            Engine.box[self.rank] = value
+            self.barrier.wait()
+            out = sum(Engine.box)
+            self.barrier.wait()  # everyone has read the box before it is written again
+            return out
+
+        def autocast(self):
+            return nullcontext()
+
+        def backward(self, loss):
+            self.backwards.append(loss.item())
+
+    class Task:  # a batch carries its loss and its number of units
+        def units(self, batch):
+            return int(batch["units"])
+
+        def loss(self, outputs, batch, label_smoothing):
+            return batch["loss"]
+
+    def micro(*pairs):
+        return [{"loss": torch.tensor(loss), "units": torch.tensor(n)} for loss, n in pairs]
+
+    def step(batches):
+        engines, out = [Engine(0), Engine(1)], [None, None]
+
+        def process(rank):
+            out[rank] = _accumulate(engines[rank], lambda **kw: None, Task(), batches[rank], 0.0)
+
+        threads = [threading.Thread(target=process, args=(r,)) for r in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return out, [e.backwards for e in engines]
+
+    losses, backwards = step([micro((1.0, 2), (2.0, 3)), micro((3.0, 4), (float("nan"), 1))])
+    assert not any(math.isfinite(v) for v in losses)
+    assert backwards == [[pytest.approx(1.0 * 2 / 10 * 2)], [pytest.approx(3.0 * 4 / 10 * 2)]]
+    losses, backwards = step([micro((1.0, 2), (2.0, 3)), micro((3.0, 4), (4.0, 1))])
+    assert losses == [pytest.approx((1 * 2 + 2 * 3 + 3 * 4 + 4 * 1) / 10)] * 2  # the mean over all 10 units
+    assert backwards[1] == [pytest.approx(3.0 * 4 / 10 * 2), pytest.approx(4.0 * 1 / 10 * 2)]  # x2: engines average
+
+
+def test_an_accelerate_accumulation_setting_in_the_environment_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
+    with pytest.raises(Exception, match="unset it and use trainer.grad_accum"):
+        run(config(tmp_path, "model=tiny_bert", "task=rte", *TINY))
