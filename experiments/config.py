@@ -25,7 +25,7 @@ class TrainerConfig:
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
     label_smoothing: float = 0.0
-    bf16: bool = False  # autocast in bfloat16 where the device supports it
+    bf16: bool = False  # single/ddp: autocast in bfloat16; deepspeed: its bf16 mode (bf16 weights, fp32 master copy)
     eval_every: int | None = None  # optimizer steps between evaluations; None = once per epoch
     save_every: int | None = None  # optimizer steps between checkpoints; None = at each evaluation
     eval_limit: int | None = None  # evaluate on the first N examples only (smoke tests)

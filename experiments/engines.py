@@ -10,8 +10,10 @@
 
 `trainer.batch_size` is the global batch: each optimizer step sees the same examples whatever the number of
 processes, each process a 1/N slice, so a run's hyperparameters (and its result, up to float rounding and
-dropout's random masks) do not depend on how it is launched. The trainer talks to an engine only through the
-methods of `Engine`; the collective ones must be called by every process.
+dropout's random masks) do not depend on how it is launched (with `trainer.bf16`, DeepSpeed's bf16 mode keeps
+bf16 weights and an fp32 master copy where the others autocast: runs differ by more than rounding there).
+The trainer talks to an engine only through the methods of `Engine`; the collective ones must be called by
+every process.
 
 DeepSpeed is driven directly rather than through accelerate's integration: on CPU that integration runs every
 process as rank 0 (measured with accelerate 1.15, ../shared/notes/cpu-feasibility.md section 7).
@@ -46,6 +48,11 @@ def create(t: dict) -> Engine:
         raise EngineError(
             f"launched as {world} processes but trainer.engine=single; use trainer=ddp or trainer=deepspeed_zero2 "
             "(or zero3, zero3_offload), or launch one process"
+        )
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_STEP_NUM_TASKS", "1")) > 1:
+        raise EngineError(  # `srun --ntasks=8 python run.py`: 8 separate runs into one folder
+            f"started as one of {os.environ['SLURM_STEP_NUM_TASKS']} SLURM tasks without torchrun; start one "
+            "torchrun per node (slurm/launch.sh does) or run one task"
         )
     if t["batch_size"] % world:
         raise EngineError(f"trainer.batch_size={t['batch_size']} is the global batch: it must divide evenly "
@@ -289,7 +296,13 @@ class DeepSpeed(Engine):
         if self.t["offload"]:  # DeepSpeed refuses another optimizer for offloaded states (and its own is faster)
             from deepspeed.ops.adam import DeepSpeedCPUAdam
 
-            optimizer = DeepSpeedCPUAdam(param_groups, lr=lr, adamw_mode=True)
+            try:
+                optimizer = DeepSpeedCPUAdam(param_groups, lr=lr, adamw_mode=True)
+            except Exception as err:  # its C++ extension is compiled here, on first use; many ways to fail
+                raise EngineError(
+                    f"DeepSpeed could not build its CPU Adam ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                    "it needs ninja and a C++ compiler on PATH (activate the venv), or use trainer=deepspeed_zero3"
+                ) from None
         else:
             optimizer = torch.optim.AdamW(param_groups, lr=lr)
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)

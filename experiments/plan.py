@@ -5,7 +5,8 @@ DeepSpeed) for many small runs, all sharing one process group.
     torchrun --standalone --nproc_per_node 2 -m experiments.plan PLAN.json
 
 PLAN.json is a list of [output_dir, [override, ...]]; each run goes through `experiments.train.run` as
-`run.py` calls it, and a run's error stops the plan (one line, exit 2), as it would stop `run.py`.
+`run.py` calls it. Errors stop the plan with one line as they would stop `run.py`: exit 1 for an unreadable
+plan or overrides that do not compose, 2 for a run's error.
 """
 
 from __future__ import annotations
@@ -17,18 +18,20 @@ from pathlib import Path
 
 
 def main(plan_file: str) -> int:
+    import torch
     import torch.distributed as dist
     from omegaconf import OmegaConf
 
-    from .cli import USER_ERRORS, compose, hydra_context
+    from .cli import USER_ERRORS, check_config, compose, hydra_context
     from .train import run
 
-    plan = json.loads(Path(plan_file).read_text())
+    plan = read(plan_file)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("nccl" if _cuda() else "gloo")
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
         with hydra_context():
             for output_dir, overrides in plan:
+                check_config([f"trainer.output_dir={output_dir}", *overrides])  # exits with one line
                 cfg = OmegaConf.to_container(compose([f"trainer.output_dir={output_dir}", *overrides]), resolve=True)
                 run(cfg)
     except USER_ERRORS as err:
@@ -40,12 +43,23 @@ def main(plan_file: str) -> int:
     return 0
 
 
-def _cuda() -> bool:
-    import torch
+def read(plan_file: str) -> list:
+    """The plan's runs, or exit with one line saying what is wrong with the file."""
+    try:
+        plan = json.loads(Path(plan_file).read_text())
+    except (OSError, ValueError) as err:
+        sys.exit(f"error: cannot read the plan {plan_file}: {err}")
+    if not isinstance(plan, list) or not all(map(_is_run, plan)):
+        sys.exit(f"error: {plan_file} must hold a JSON list of [output_dir, [override, ...]]")
+    return plan
 
-    return torch.cuda.is_available()
+
+def _is_run(entry) -> bool:
+    return isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and isinstance(entry[1], list)
 
 
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m experiments.plan PLAN.json")
     sys.exit(main(sys.argv[1]))

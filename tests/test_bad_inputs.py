@@ -183,16 +183,38 @@ def test_bad_input_is_one_line_and_touches_nothing(tmp_path, monkeypatch, name, 
 
 
 @pytest.mark.parametrize(
-    ("world", "argv", "message"),
+    ("env", "argv", "message"),
     [
-        ("2", [*TINY], "launched as 2 processes but trainer.engine=single"),
-        ("3", [*TINY, "trainer=ddp"], "trainer.batch_size=8 is the global batch: it must divide evenly among the 3"),
+        ({"WORLD_SIZE": "2"}, [*TINY], "launched as 2 processes but trainer.engine=single"),
+        ({"WORLD_SIZE": "3"}, [*TINY, "trainer=ddp"], "trainer.batch_size=8 is the global batch: it must divide"),
+        ({"SLURM_STEP_NUM_TASKS": "4"}, [*TINY], "started as one of 4 SLURM tasks without torchrun"),
     ],
 )
-def test_a_launch_that_does_not_fit_the_engine_is_one_line(tmp_path, monkeypatch, world, argv, message):
-    monkeypatch.setenv("WORLD_SIZE", world)  # as torchrun sets it; refused before any process group is made
+def test_a_launch_that_does_not_fit_the_engine_is_one_line(tmp_path, monkeypatch, env, argv, message):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    for key, value in env.items():  # as torchrun or srun set them; refused before any process group is made
+        monkeypatch.setenv(key, value)
     code, line = outcome([*argv, f"trainer.output_dir={tmp_path}/out"])
     assert code == 2 and message in line and "\n" not in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        (None, "cannot read the plan"),
+        ("[[1, 2]", "cannot read the plan"),
+        ('{"a": 1}', "must hold a JSON list of [output_dir, [override, ...]]"),
+        ('[["out", ["trainer.lr_rate=1"]]]', "lr_rate"),
+    ],
+)
+def test_a_bad_plan_is_one_line(tmp_path, plan, message):
+    if plan is not None:
+        (tmp_path / "plan.json").write_text(plan.replace("out", str(tmp_path / "out")))
+    done = subprocess.run([sys.executable, "-m", "experiments.plan", str(tmp_path / "plan.json")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not (tmp_path / "out").exists()
 
 
