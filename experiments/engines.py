@@ -225,10 +225,7 @@ class Accelerate(Engine):
     def save_state(self, folder):
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
 
-    def load_state(self, folder, tensors, saved):
-        if "optimizer" not in saved:
-            raise EngineError(f"{folder} was written by a DeepSpeed run; resume it with the same trainer, or start "
-                              "a new trainer.output_dir")  # fmt: skip
+    def load_state(self, folder, tensors, saved):  # another engine's checkpoint: refused by the config check
         load_tensors(self.module(), tensors, source=folder, base_model="this run's model")
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
@@ -340,12 +337,7 @@ class DeepSpeed(Engine):
                                     exclude_frozen_parameters=True)  # fmt: skip
         return {"engine": "deepspeed", "world": self.world, "zero_stage": self.t["zero_stage"]}
 
-    def load_state(self, folder, tensors, saved):
-        if saved.get("engine") != "deepspeed" or saved.get("world") != self.world:
-            raise EngineError(
-                f"{folder} was written by {saved.get('engine', 'a single-process or DDP')} run with "
-                f"{saved.get('world', 1)} process(es); resume it the same way, or start a new trainer.output_dir"
-            )
+    def load_state(self, folder, tensors, saved):  # another engine or process count: refused before this
         path, _ = self.engine.load_checkpoint(str(folder / "deepspeed"), tag=self.TAG, load_module_strict=False)
         if path is None:
             raise EngineError(f"DeepSpeed could not read its checkpoint in {folder}; start a new trainer.output_dir")

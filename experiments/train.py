@@ -373,11 +373,11 @@ def _rng_state() -> dict:
 
 def _restore(checkpoint: Path, engine: engines.Engine) -> dict:
     tensors, saved, state = RunFolder.load_checkpoint(checkpoint)
-    engine.load_state(checkpoint, tensors, saved)
-    rngs = saved["rng"]
+    rngs = saved["rng"]  # one per process; a changed engine is refused earlier, with the config
     if len(rngs) != engine.world:
         raise RunError(f"{checkpoint} was written by {len(rngs)} process(es), this run has {engine.world}; "
                        "resume with as many, or start a new trainer.output_dir")  # fmt: skip
+    engine.load_state(checkpoint, tensors, saved)
     rng = rngs[engine.rank]
     torch.set_rng_state(rng["torch"])
     random.setstate(_tuples(rng["python"]))

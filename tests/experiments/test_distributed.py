@@ -173,3 +173,24 @@ def test_deepspeed_runs_as_one_process_without_torchrun(single, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = adapter(tmp_path / "lora"), adapter(single / "lora")
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= TOLERANCE
+
+
+def test_a_checkpoint_of_one_process_is_not_resumed_by_two(tmp_path):
+    """Each process restores its own RNG and optimizer partition: a checkpoint written by another number of
+    processes is refused with one line, and the checkpoints are left as they were (config.yaml and log.txt
+    record every attempt)."""
+    out = tmp_path / "run"
+    overrides = [*COMMON, *RUNS["lora"], "trainer=ddp"]
+    with hydra_context():  # one process under trainer=ddp, stopped after step 4 (a checkpoint at step 3)
+        run(OmegaConf.to_container(compose([f"trainer.output_dir={out}", *overrides, "trainer.stop_after=4"]),
+                                   resolve=True))  # fmt: skip
+    before = {p.relative_to(out): p.read_bytes() for p in (out / "checkpoints").rglob("*") if p.is_file()}
+    (tmp_path / "plan.json").write_text(json.dumps([[str(out), overrides]]))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "experiments.plan", str(tmp_path / "plan.json")]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode != 0
+    assert "was written by 1 process(es), this run has 2; resume with as many" in done.stderr, done.stderr[-3000:]
+    assert {p.relative_to(out): p.read_bytes() for p in (out / "checkpoints").rglob("*") if p.is_file()} == before
+    assert before and not (out / "adapter.safetensors").exists()
