@@ -321,13 +321,10 @@ class DeepSpeed(Engine):
     def module(self):
         return self.engine.module
 
-    def _trainable(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.engine.module.named_parameters() if p.requires_grad]
-
     def trainable_state(self):
-        named = self._trainable()
         if self.t["zero_stage"] < 3:  # stage 2 keeps whole parameters on every process
             return trainable_state(self.engine.module)
+        named = [(n, p) for n, p in self.engine.module.named_parameters() if p.requires_grad]
         with self.deepspeed.zero.GatheredParameters([p for _, p in named], modifier_rank=None):
             return {n: p.detach().clone().cpu() for n, p in named}
 
@@ -335,7 +332,7 @@ class DeepSpeed(Engine):
         # DeepSpeed's own checkpoint: each process writes its partition of the optimizer's states
         self.engine.save_checkpoint(str(folder / "deepspeed"), tag=self.TAG, save_latest=False,
                                     exclude_frozen_parameters=True)  # fmt: skip
-        return {"engine": "deepspeed", "world": self.world, "zero_stage": self.t["zero_stage"]}
+        return {}
 
     def load_state(self, folder, tensors, saved):  # another engine or process count: refused before this
         path, _ = self.engine.load_checkpoint(str(folder / "deepspeed"), tag=self.TAG, load_module_strict=False)

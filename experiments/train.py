@@ -213,11 +213,12 @@ def _accumulate(engine, model, task, micro: list[dict], label_smoothing: float) 
         with engine.autocast():
             outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
             loss = task.loss(outputs, batch, label_smoothing)
-        if not math.isfinite(checked := engine.total(loss.item())):  # a NaN on one process stops every one
+        value = loss.item()
+        if not math.isfinite(checked := engine.total(value)):  # a NaN on one process stops every one
             return checked
         share = n / step_units  # a Python float: exactly 1.0 for one micro-batch on one process
         engine.backward(loss * (share * engine.world))  # the engines average gradients over processes
-        step_loss += loss.item() * share
+        step_loss += value * share
     return engine.total(step_loss)
 
 
