@@ -119,33 +119,22 @@ class AmplificationError(ValueError):
 
 
 def load_run(run: Path, base: str | None = None):
-    """(model with the run's adapter loaded, run config): W rebuilt as the run built it.
+    """(model with the run's trained parameters, run config), rebuilt by `experiments.runs.load_trained`.
 
     A `random: true` model is only the same W with the run's seed, head and number of labels; the run's own
     model section is used when `base` names the run's model, so command-line overrides of it still apply.
     """
-    import yaml
-
-    import lora
-    from experiments.models import build, model_conf
-    from experiments.tasks import build_task
+    from experiments.runs import RunError, load_trained, read_config
 
     run = run.parent if run.is_file() else run
-    cfg_file, adapter = run / "config.yaml", run / "adapter.safetensors"
-    for f in (cfg_file, adapter):
-        if not f.exists():
-            raise AmplificationError(f"no {f.name} in {run}; give a run folder written by run.py")
-    cfg = yaml.safe_load(cfg_file.read_text())
-    if cfg.get("method", {}).get("name") not in ("lora", "lora_prefix_embed", "lora_prefix_layer"):
-        raise AmplificationError(f"{run} is a {cfg.get('method', {}).get('name')} run; Table 7 needs a LoRA adapter")
-    conf = cfg["model"] if base in (None, cfg["model"]["name"]) else model_conf(base)
-    task = build_task(cfg["task"])
-    model = build(conf, head=task.head, num_labels=task.num_labels or 2, seed=cfg["trainer"]["seed"])
     try:
-        lora.load(model, adapter)
-    except lora.LoRAError as err:
-        raise AmplificationError(f"the adapter does not fit {conf['name']}: {err}") from None
-    return model, cfg
+        method = read_config(run)["method"].get("name")
+        if method not in ("lora", "lora_prefix_embed", "lora_prefix_layer"):
+            raise AmplificationError(f"{run} is a {method} run; Table 7 needs a LoRA adapter")
+        trained = load_trained(run, base)
+    except RunError as err:
+        raise AmplificationError(str(err)) from None
+    return trained.model, trained.config
 
 
 def block_index(module_name: str) -> int | None:

@@ -55,7 +55,7 @@ def figure4_panels(adapter_a: Path, adapter_b: Path, layer: int | None = None, s
 
 
 def _blocks(adapter: Path) -> dict[int, dict[str, np.ndarray]]:
-    from lora.io import read_safetensors
+    from lora.files import read_safetensors
 
     from .amplification import block_index
 

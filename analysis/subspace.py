@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from experiments.runs import RunFolder
+
 
 def singular_vectors(m, side: str = "right") -> np.ndarray:
     """Orthonormal singular vectors as columns, by decreasing singular value."""
@@ -51,7 +53,7 @@ def phi(m1, m2, i: int, j: int, side: str = "right") -> float:
 
 def compare_adapters(file_a: Path, file_b: Path) -> dict:
     """phi between every LoRA A (and B) matrix two adapter files share, by module and weight type."""
-    from lora.io import read_safetensors
+    from lora.files import read_safetensors
 
     a, _ = read_safetensors(file_a)
     b, _ = read_safetensors(file_b)
@@ -70,7 +72,7 @@ def main(argv=None):
     p.add_argument("run_b", type=Path)
     p.add_argument("--out", type=Path, default=None, help="JSON file (default: RUN_A/subspace-<RUN_B name>.json)")
     args = p.parse_args(argv)
-    files = [r / "adapter.safetensors" if r.is_dir() else r for r in (args.run_a, args.run_b)]
+    files = [RunFolder(r).adapter if r.is_dir() else r for r in (args.run_a, args.run_b)]
     for f in files:
         if not f.exists():
             sys.exit(f"error: no adapter at {f}; give run folders or adapter files")

@@ -17,7 +17,7 @@ import statistics
 import sys
 from pathlib import Path
 
-import yaml
+from experiments.runs import find_runs, read_config, read_metrics
 
 PAPER = "Hu et al. (2021), LoRA, arXiv:2106.09685v2"
 
@@ -70,7 +70,7 @@ class TablesError(ValueError):
 
 def run_folders(runs_dir: Path) -> list[Path]:
     """Every folder under `runs_dir` (itself included) holding config.yaml and metrics.json, sorted."""
-    return sorted(p.parent for p in Path(runs_dir).rglob("metrics.json") if (p.parent / "config.yaml").exists())
+    return find_runs(runs_dir)
 
 
 def _fmt_targets(targets) -> str:
@@ -106,8 +106,7 @@ def lora_shape(method: dict) -> tuple[tuple[str, ...], int | None]:
 
 def row_of(folder: Path, root: Path) -> dict:
     """One run as a flat row: what was run (config.yaml) and what came of it (metrics.json)."""
-    cfg = yaml.safe_load((folder / "config.yaml").read_text())
-    m = json.loads((folder / "metrics.json").read_text())
+    cfg, m = read_config(folder), read_metrics(folder)
     method, trainer = cfg.get("method", {}), cfg.get("trainer", {})
     metric = m.get("metric")
     params = m.get("params", {})

@@ -1,7 +1,7 @@
 """Prefix-based baselines of the paper (Section 5.1), for decoders as the paper uses them.
 
 Both reserve l_p prefix and l_i infix special tokens, with ids just past the vocabulary; the data
-pipeline places them as  [prefix] context [infix] completion  (`insert_special_tokens`).
+pipeline places them as  [prefix] context [infix] completion  (`experiments.tasks.base.insert_special_tokens`).
 
     prefix_embed  (PreEmbed)  the special tokens' input embeddings train: d (l_p + l_i) parameters
     prefix_layer  (PreLayer)  also their activations after every block but the last are replaced by
@@ -90,24 +90,3 @@ def add_prefix(model: nn.Module, cfg: dict) -> nn.Module:
     }
     train_head(model)
     return model
-
-
-def insert_special_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special: dict, pad_id: int):
-    """[prefix] row [infix] for every row (right padding kept), as the prefix methods expect.
-
-    >>> ids, mask = insert_special_tokens(torch.tensor([[5, 6, 0]]), torch.tensor([[1, 1, 0]]),
-    ...                                   {"prefix": [90], "infix": [91, 92]}, pad_id=0)
-    >>> ids.tolist(), mask.tolist()
-    ([[90, 5, 6, 91, 92, 0]], [[1, 1, 1, 1, 1, 0]])
-    """
-    rows = [
-        special["prefix"] + ids[m.bool()].tolist() + special["infix"]
-        for ids, m in zip(input_ids, attention_mask, strict=True)
-    ]
-    width = input_ids.shape[1] + len(special["prefix"]) + len(special["infix"])
-    ids = torch.full((len(rows), width), pad_id, dtype=input_ids.dtype)
-    mask = torch.zeros((len(rows), width), dtype=attention_mask.dtype)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=input_ids.dtype)
-        mask[i, : len(row)] = 1
-    return ids, mask

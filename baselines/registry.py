@@ -11,6 +11,8 @@ from pathlib import Path
 from torch import nn
 
 import lora
+from lora.files import read_safetensors, write_safetensors
+from lora.state import check_model_type, load_tensors, trainable_state
 
 from .adapters import add_adapters
 from .common import MethodError
@@ -80,16 +82,12 @@ def prepare(model: nn.Module, cfg: dict) -> nn.Module:
 
 def save(model: nn.Module, file) -> None:
     """Write what the method trained, with its config in the header (read back by `load`)."""
-    from lora.io import trainable_state, write_safetensors
-
     meta = {"method_config": json.dumps(model.method_config), "model_type": str(model.config.model_type)}
     write_safetensors(trainable_state(model), meta, Path(file))
 
 
 def load(model: nn.Module, file) -> nn.Module:
     """Prepare a base model with the method recorded in `file` and load its trained parameters."""
-    from lora.io import check_model_type, load_tensors, read_safetensors
-
     file = Path(file)
     tensors, meta = read_safetensors(file)
     if "method_config" not in meta:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -15,6 +16,35 @@ import torch
 
 # The JSON files the README cites; LORA_BENCH_RESULTS sends a run elsewhere (the smoke tests do).
 RESULTS = Path(os.environ.get("LORA_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
+
+
+# Options several benchmarks share: (type, help). Each benchmark names the ones it takes, with its default.
+_OPTIONS = {
+    "batch": (int, "rows of a batch"),
+    "seq": (int, "tokens of a row"),
+    "r": (int, "LoRA rank"),
+    "warmup": (int, "untimed rounds first"),
+    "rounds": (int, "timed rounds"),
+}
+
+
+def parser(doc: str, **defaults) -> argparse.ArgumentParser:
+    """A benchmark's command line: --device and --threads always, and the shared options named in `defaults`
+    (e.g. ``rounds=10``) with those defaults; a benchmark adds its own options to what this returns."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (the machines here have 2 cores)")
+    for name, default in defaults.items():
+        kind, help = _OPTIONS[name]
+        p.add_argument(f"--{name}", type=kind, default=default, help=help)
+    return p
+
+
+def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """Parse the command line and set torch's threads as asked."""
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def sync(device: str):

@@ -26,7 +26,8 @@ import torch
 
 from benchmarks.common import machine, save_json
 from experiments.paths import ROOT
-from lora.io import read_safetensors
+from experiments.runs import RunFolder, read_metrics
+from lora.files import read_safetensors
 
 ENGINES = ("single", "ddp", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload")
 
@@ -54,7 +55,7 @@ def launch(engine: str, methods: list[str], common: list[str], root: Path) -> No
 
 
 def compare(ours: Path, reference: Path, width: int | None) -> dict:
-    a, b = read_safetensors(ours / "adapter.safetensors")[0], read_safetensors(reference / "adapter.safetensors")[0]
+    a, b = read_safetensors(RunFolder(ours).adapter)[0], read_safetensors(RunFolder(reference).adapter)[0]
     worst, key_bias = 0.0, 0.0
     for k in a:
         d = (a[k] - b[k]).abs()
@@ -62,7 +63,7 @@ def compare(ours: Path, reference: Path, width: int | None) -> dict:
             q, key, v = d.split(width)
             key_bias, d = max(key_bias, key.max().item()), max(q.max(), v.max())
         worst = max(worst, float(d.max()))
-    seconds = [json.loads((f / "metrics.json").read_text())["train_seconds"] for f in (ours, reference)]
+    seconds = [read_metrics(f)["train_seconds"] for f in (ours, reference)]
     return {"max_abs_diff": worst, "key_bias_max_abs_diff": key_bias if width else None,
             "largest_value": max(t.abs().max().item() for t in b.values()),
             "train_seconds": seconds[0], "train_time_vs_single": seconds[0] / max(seconds[1], 1e-9)}  # fmt: skip

@@ -12,7 +12,6 @@ merge of the active adapter into fresh weights, also relative to the largest |W|
 
 from __future__ import annotations
 
-import argparse
 import copy
 import tempfile
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 import lora
-from benchmarks.common import machine, save_json, summary, sync
+from benchmarks.common import machine, parse, parser, save_json, summary, sync
 from benchmarks.multi_adapter import random_adapters
 from experiments.models import build
 
@@ -56,14 +55,10 @@ def run(base, files: dict, exact: bool, swaps: int, device: str) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p = parser(__doc__, r=8)
     p.add_argument("--adapters", type=int, default=8)
-    p.add_argument("--r", type=int, default=8)
     p.add_argument("--swaps", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse(p, argv)
     base32 = build("smollm2_135m", head="causal_lm").eval()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

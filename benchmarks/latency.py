@@ -13,7 +13,6 @@ Reported: median latency and the overhead in percent against the base model, per
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import statistics
@@ -24,7 +23,7 @@ import torch
 
 import baselines
 import lora
-from benchmarks.common import machine, round_robin, save_json
+from benchmarks.common import machine, parse, parser, round_robin, save_json
 from experiments.models import from_arch, model_conf
 
 GRIDS = {
@@ -45,16 +44,12 @@ def configs(base, budget: str) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p = parser(__doc__, rounds=None)
     p.add_argument("--grid", choices=sorted(GRIDS), default=None, help="default: paper on a GPU, cpu on a CPU")
-    p.add_argument("--rounds", type=int, default=None, help="timed rounds (default: 20 on a GPU, 5 on a CPU)")
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     gpu = args.device.startswith("cuda")
     grid = GRIDS[args.grid or ("paper" if gpu else "cpu")]
     rounds = args.rounds or (20 if gpu else 5)
-    torch.set_num_threads(args.threads)
     base = from_arch(model_conf("gpt2_medium")["arch"]).to(args.device).eval()  # random weights, no download
     rows = []
     for budget in BUDGETS:

@@ -12,14 +12,13 @@ Reported: each step over the floor (median of per-round ratios). Target: below 1
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 
 import torch
 
 import lora
-from benchmarks.common import machine, round_robin, save_json, summary
+from benchmarks.common import machine, parse, parser, round_robin, save_json, summary
 from benchmarks.lora_step import make_step
 from experiments.models import build
 
@@ -37,17 +36,10 @@ def floor_step(model, ids):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=64)
+    p = parser(__doc__, batch=8, seq=64, warmup=2, rounds=10)
     p.add_argument("--ranks", nargs="+", type=int, default=[1, 4, 8, 16])
     p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse(p, argv)
     torch.manual_seed(0)
     base = build("smollm2_135m", head="causal_lm").to(args.device).train()
     for q in base.parameters():

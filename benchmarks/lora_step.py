@@ -26,6 +26,8 @@ import lora
 from benchmarks.common import (
     SavedTensors,
     machine,
+    parse,
+    parser,
     peak_rss_mb,
     reset_peak_rss,
     round_robin,
@@ -79,18 +81,10 @@ def alone(name: str, args) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seq", type=int, default=64)
-    p.add_argument("--r", type=int, default=4)
+    p = parser(__doc__, batch=8, seq=64, r=4, warmup=2, rounds=10)
     p.add_argument("--dropout", type=float, default=0.05)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=10)
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--alone", choices=CONFIGS, help=argparse.SUPPRESS)  # internal: memory of one config
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse(p, argv)
     torch.manual_seed(0)
     if args.alone:
         print(json.dumps(alone(args.alone, args)))

@@ -16,7 +16,6 @@ Target: ours within 1.3x of the base model at N = 64.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import statistics
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 import lora
-from benchmarks.common import machine, round_robin, save_json, summary
+from benchmarks.common import machine, parse, parser, round_robin, save_json, summary
 from experiments.models import build
 
 HEADS = {"smollm2_135m": "causal_lm", "minilm_l6": "base"}  # the encoder without a head: heads are not LoRA's
@@ -110,18 +109,10 @@ def render_row(r: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p = parser(__doc__, batch=64, seq=32, r=8, warmup=1, rounds=5)
     p.add_argument("--models", nargs="+", default=list(HEADS), choices=list(HEADS))
     p.add_argument("--adapters", nargs="+", type=int, default=[1, 8, 64])
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--seq", type=int, default=32)
-    p.add_argument("--r", type=int, default=8)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    args = parse(p, argv)
     print(
         f"mixed batch of {args.batch} x {args.seq} tokens, LoRA r={args.r} on q,v, {args.device}; "
         "ratios are medians of per-round pairs"

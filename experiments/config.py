@@ -1,4 +1,5 @@
-"""Typed schema of the trainer config, registered with Hydra so typos and wrong types are refused.
+"""Typed schema of the trainer config, registered with Hydra so typos and wrong types are refused, and the
+range checks that types cannot express (`validate`).
 
 The model, method and task groups are plain YAML (conf/); Hydra's struct mode refuses unknown keys
 there too, and each builder validates its own fields (e.g. `lora.LoRAConfig`).
@@ -9,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
+
+from .runs import RunError
 
 
 @dataclass
@@ -40,6 +43,23 @@ class TrainerConfig:
     engine: str = "single"  # single | ddp | deepspeed; several processes come from torchrun
     zero_stage: int = 2  # DeepSpeed ZeRO stage, 2 or 3
     offload: bool = False  # DeepSpeed: optimizer states (and at stage 3 the parameters) in CPU memory
+
+
+def validate(t: dict):
+    """Range checks Hydra's types cannot express; one clear line each."""
+    positive = ("lr", "batch_size", "eval_batch_size", "grad_accum", "log_every")
+    for key in positive:
+        if not t[key] > 0:
+            raise RunError(f"trainer.{key} must be > 0, got {t[key]}")
+    if t["max_steps"] is not None and t["max_steps"] < 0:
+        raise RunError(f"trainer.max_steps must be >= 0 (0: evaluate the untrained model), got {t['max_steps']}")
+    for key in ("eval_every", "save_every", "eval_limit", "train_limit", "stop_after"):
+        if t[key] is not None and t[key] < 1:
+            raise RunError(f"trainer.{key} must be >= 1 or null, got {t[key]}")
+    if t["max_steps"] is None and not t["epochs"] > 0:
+        raise RunError(f"trainer.epochs must be > 0 (or set trainer.max_steps), got {t['epochs']}")
+    if not 0 <= t["warmup_ratio"] < 1 or t["warmup_steps"] < 0 or not 0 <= t["label_smoothing"] < 1:
+        raise RunError("trainer.warmup_ratio and trainer.label_smoothing must be in [0, 1), warmup_steps >= 0")
 
 
 class MissingSetting(ValueError):

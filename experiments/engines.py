@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lora.io import load_tensors, trainable_state
+from lora.state import load_tensors, trainable_state
 
 ENGINES = ("single", "ddp", "deepspeed")
 

@@ -11,6 +11,8 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+import baselines
+
 from .paths import CONF_DIR, cache_dir
 
 HEADS = ("base", "seq_cls", "causal_lm")
@@ -90,6 +92,15 @@ def build(model: str | dict, head: str = "base", num_labels: int = 2, device: st
             f"cannot load {name!r} from {path} ({str(err).splitlines()[0]}); without the hub, download it "
             f"elsewhere and set hub: /path/to/folder in conf/model/{name}.yaml (or model.hub=/path on the command line)"
         ) from None
+
+
+def prepared_model(model: str | dict, method: dict, task, tokenizer, seed: int) -> nn.Module:
+    """The base model with the head `task` needs and the method applied: the same on every process, and
+    the same again when a finished run is rebuilt (`experiments.runs.load_trained`), through the seed."""
+    built = build(model, head=task.head, num_labels=task.num_labels, seed=seed)
+    if built.config.pad_token_id is None:  # decoder classifiers find the last token through the pad id
+        built.config.pad_token_id = tokenizer.pad_token_id
+    return baselines.prepare(built, method)
 
 
 def local_weights(conf: dict) -> Path | None:
@@ -199,3 +210,15 @@ def load_tokenizer(model: str | dict):
     if tok.pad_token is None:  # GPT-2 has none; Llama-family models reuse end-of-sequence
         tok.pad_token = tok.eos_token
     return tok
+
+
+def max_positions(config) -> int:
+    """The longest input a model takes, from its transformers config (RoBERTa reserves two positions for its
+    padding offset; a model without a limit gets a large number).
+
+    >>> from transformers import GPT2Config, RobertaConfig
+    >>> max_positions(GPT2Config(n_positions=64)), max_positions(RobertaConfig(max_position_embeddings=514))
+    (64, 512)
+    """
+    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9
+    return n - 2 if getattr(config, "model_type", "") == "roberta" else n

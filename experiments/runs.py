@@ -1,13 +1,17 @@
-"""A run folder: the only output of a run, and what analysis reads.
+"""A run folder: the only output of a run, and what analysis reads. This module is its one writer
+(`RunFolder`) and its one reader (`find_runs`, `read_config`, `read_metrics`, `load_trained`); no other
+module spells out its file names.
 
     config.yaml        the composed config
     metrics.json       final and best metrics, every evaluation, parameter counts, time, memory, versions
     adapter.safetensors (+ .json)   only the trained parameters
     log.txt            the log
+    predictions/       what the task's last word wrote (NLG: the decoded test set and its references)
+    decodes/NAME/      later decodes of the finished model (`python -m experiments.decode`)
     checkpoints/step-N/   the latest complete checkpoint (COMPLETE, with the files' SHA-256, is written last)
 
 Nothing is overwritten: a folder that holds a finished run, or a run of another config, is refused.
-Every file is written to a temporary name, fsynced and renamed into place (`lora.io.atomic_path`), so a
+Every file is written to a temporary name, fsynced and renamed into place (`lora.files.atomic_path`), so a
 run killed at any moment leaves files that are either whole or absent; a checkpoint counts only when
 its COMPLETE marker is present and every file matches the checksum recorded there.
 """
@@ -17,15 +21,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import platform
+import resource
 import shutil
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
+from torch import nn
 
-from lora.io import TMP_SUFFIX, atomic_path, read_safetensors, write_safetensors, write_text
+from lora import LoRAError
+from lora.files import TMP_SUFFIX, atomic_path, is_temporary, read_safetensors, write_safetensors, write_text
+from lora.io import ADAPTER_FILE
+from lora.state import load_tensors
+
+from .models import load_tokenizer, model_conf, prepared_model
+from .paths import ROOT
+from .tasks import Task, build_task
 
 log = logging.getLogger(__name__)
+CONFIG_FILE, METRICS_FILE, LOG_FILE = "config.yaml", "metrics.json", "log.txt"
+PREDICTIONS_DIR, DECODES_DIR, CHECKPOINTS_DIR = "predictions", "decodes", "checkpoints"
 CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "state.json")
 
 IGNORED_KEYS = ("trainer.resume", "trainer.stop_after", "logger.")  # may change between a run and its resume
@@ -49,20 +68,32 @@ class RunFolder:
 
     @property
     def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / CHECKPOINTS_DIR
+
+    @property
+    def adapter(self) -> Path:
+        return self.path / ADAPTER_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / LOG_FILE
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS_DIR
 
     def open(self, config: dict, resume: str) -> Path | None:
         """Claim the folder for `config`; returns the checkpoint to resume from, if any."""
         if resume not in ("auto", "never"):
             raise RunError(f"trainer.resume must be auto or never, got {resume!r}")
-        metrics = self.path / "metrics.json"
-        if metrics.exists() and json.loads(metrics.read_text()).get("status") == "complete":
+        metrics = self.path / METRICS_FILE
+        if metrics.exists() and read_metrics(self.path).get("status") == "complete":
             raise RunError(f"{self.path} already holds a finished run; choose a new trainer.output_dir")
-        saved = self.path / "config.yaml"
-        if self.path.exists() and any(not _temporary(p) for p in self.path.iterdir()) and not saved.exists():
+        saved = self.path / CONFIG_FILE
+        if self.path.exists() and any(not is_temporary(p) for p in self.path.iterdir()) and not saved.exists():
             raise RunError(f"{self.path} already holds other files; choose a new (or empty) trainer.output_dir")
         if saved.exists():
-            differ = config_diff(yaml.safe_load(saved.read_text()), config)
+            differ = config_diff(read_config(self.path), config)
             if differ:
                 raise RunError(
                     f"{self.path} holds a run of another config (differs in {', '.join(differ)}); "
@@ -78,7 +109,7 @@ class RunFolder:
     def sweep_temporaries(self):
         """Remove the hidden temporary files a killed run left half-written (never a finished file)."""
         if self.path.exists():
-            for tmp in filter(_temporary, self.path.rglob(f".*{TMP_SUFFIX}")):
+            for tmp in filter(is_temporary, self.path.rglob(f".*{TMP_SUFFIX}")):
                 tmp.unlink()
 
     def latest_checkpoint(self) -> Path | None:
@@ -108,7 +139,7 @@ class RunFolder:
         with atomic_path(folder / "optimizer.pt") as tmp:
             torch.save(optimizer, tmp)
         write_text(json.dumps(state), folder / "state.json")
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and not _temporary(p))
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and not is_temporary(p))
         sums = {p.relative_to(folder).as_posix(): sha256(p) for p in files}
         write_text(json.dumps({"sha256": sums}), folder / "COMPLETE")  # last: a folder without it is never loaded
         for old in self.checkpoints.glob("step-*"):
@@ -125,12 +156,7 @@ class RunFolder:
         shutil.rmtree(self.checkpoints, ignore_errors=True)
 
     def write_metrics(self, metrics: dict):
-        write_text(json.dumps(metrics, indent=2) + "\n", self.path / "metrics.json")
-
-
-def _temporary(path: Path) -> bool:
-    """A hidden temporary of `lora.io.atomic_path` (a write that a kill interrupted)."""
-    return path.name.startswith(".") and path.name.endswith(TMP_SUFFIX) and path.is_file()
+        write_text(json.dumps(metrics, indent=2) + "\n", self.path / METRICS_FILE)
 
 
 def sha256(file: Path) -> str:
@@ -167,3 +193,104 @@ def config_diff(old: dict, new: dict) -> list[str]:
     a, b = flatten(old), flatten(new)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return [k for k in keys if not any(k == i or (i.endswith(".") and k.startswith(i)) for i in IGNORED_KEYS)]
+
+
+# --- reading a run folder -----------------------------------------------------------------------------------
+
+
+def find_runs(folder: str | Path) -> list[Path]:
+    """Every run folder below `folder` (one with both config.yaml and metrics.json), sorted."""
+    return sorted(p.parent for p in Path(folder).rglob(METRICS_FILE) if (p.parent / CONFIG_FILE).exists())
+
+
+def read_config(run: Path) -> dict:
+    """The composed config a run was started with, or a RunError saying the file is missing or damaged."""
+    data = _read(Path(run) / CONFIG_FILE, yaml.safe_load, yaml.YAMLError)
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise RunError(f"{Path(run) / CONFIG_FILE} is not a run's config (no model section); the file is damaged")
+    return data
+
+
+def read_metrics(run: Path) -> dict:
+    """A run's metrics.json, or a RunError saying the file is missing or damaged."""
+    data = _read(Path(run) / METRICS_FILE, json.loads, ValueError)
+    if not isinstance(data, dict):
+        raise RunError(f"{Path(run) / METRICS_FILE} is not a JSON object; the file is damaged")
+    return data
+
+
+def _read(file: Path, parse, errors: type[Exception] | tuple):
+    if not file.is_file():
+        raise RunError(f"no {file.name} in {file.parent}; give a run folder written by run.py")
+    try:
+        return parse(file.read_text(encoding="utf-8"))
+    except (errors, UnicodeDecodeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunError(f"{file} cannot be read ({reason}); the file is damaged") from None
+
+
+def check_trained(run: Path):
+    """Refuse a folder that holds no finished training (its config and trained tensors are both needed)."""
+    if not (Path(run) / CONFIG_FILE).is_file() or not (Path(run) / ADAPTER_FILE).is_file():
+        raise RunError(f"{run} holds no trained run ({CONFIG_FILE} and {ADAPTER_FILE} are needed)")
+
+
+@dataclass
+class Trained:
+    """A finished run's model rebuilt as training left it (any method), with its tokenizer, task and config."""
+
+    model: nn.Module
+    tokenizer: object
+    task: Task
+    config: dict
+
+
+def load_trained(run: Path, base: str | None = None, task_overrides: dict | None = None) -> Trained:
+    """Rebuild the model a run trained: its base model (or the model config `base`, e.g. a larger copy),
+    the run's method applied as training applied it, and the trained tensors of adapter.safetensors loaded
+    with every check (names, shapes). `task_overrides` change task settings such as decoding."""
+    run = Path(run)
+    check_trained(run)
+    cfg = read_config(run)
+    adapter = run / ADAPTER_FILE
+    model_cfg = cfg["model"] if base in (None, cfg["model"]["name"]) else model_conf(base)
+    task = build_task({**cfg["task"], **(task_overrides or {})})
+    tokenizer = load_tokenizer(model_cfg)
+    model = prepared_model(model_cfg, cfg["method"], task, tokenizer, seed=cfg["trainer"]["seed"])
+    tensors, _ = read_safetensors(adapter)
+    try:
+        load_tensors(model, tensors, source=adapter, base_model=cfg["model"]["name"])
+    except LoRAError as err:
+        raise RunError(f"the run does not fit {model_cfg['name']}: {err}") from None
+    return Trained(model, tokenizer, task, cfg)
+
+
+# --- what a run records about where it ran ---------------------------------------------------------------------
+
+
+def environment() -> dict:
+    """Peak memory, package versions, the code's commit and the SLURM job: metrics.json's provenance."""
+    import accelerate
+    import transformers
+
+    return {
+        "peak_memory_mb": _peak_memory_mb(),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "accelerate": accelerate.__version__},
+        "git_commit": _git_commit(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside SLURM
+    }  # fmt: skip
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"

@@ -17,19 +17,9 @@ from torch import nn
 
 from .config import LoRAConfig, LoRAError
 from .families import family_of
-from .io import (
-    _config_of,
-    attach,
-    base_model_name,
-    check_model_type,
-    config_from_meta,
-    load_tensors,
-    read_safetensors,
-    trainable_state,
-    write_safetensors,
-    write_text,
-)
+from .files import read_safetensors, write_safetensors, write_text
 from .model import lora_layers
+from .state import attach, base_model_name, check_model_type, config_from_meta, config_of, load_tensors, trainable_state
 
 WEIGHTS = "adapter_model.safetensors"
 CONFIG = "adapter_config.json"
@@ -51,7 +41,7 @@ def _keys(layer) -> tuple[str, str]:
 
 def save_peft(model: nn.Module, folder) -> Path:
     """Write `folder/adapter_model.safetensors` + `folder/adapter_config.json` in PEFT's layout."""
-    config = _config_of(model)
+    config = config_of(model)
     folder = Path(folder)
     if folder.suffix:
         raise LoRAError(f"{folder}: the PEFT format is a folder; give a folder path")

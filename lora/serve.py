@@ -1,7 +1,10 @@
 """Serve many adapters over one base model on localhost, batching requests across adapters.
 
-    python -m lora.serve --model minilm_l6 --task classify --adapters runs/adapters/
     python -m lora.serve --base /path/to/hf/folder --task generate --adapters DIR --port 8000
+    python -m experiments.serve --model minilm_l6 --task classify --adapters runs/adapters/
+
+The library serves the model it is given (`serve(model, tokenizer, args)`); this module's command line
+loads a transformers folder, `experiments.serve` builds one of this repository's model configs.
 
     curl -s localhost:8000/classify -d '{"adapter": "sst2", "text": "a gripping film"}'
     curl -s localhost:8000/generate -d '{"adapter": "e2e", "prompt": "name[Aromi]", "max_new_tokens": 32}'
@@ -43,6 +46,7 @@ from torch import nn
 
 from .config import LoRAError
 from .multi import NAME, AdapterBank, load
+from .padding import pad
 
 log = logging.getLogger("lora.serve")
 TASKS = ("classify", "generate")
@@ -84,7 +88,7 @@ class Stats:
         return {k: v for k, v in vars(self).items() if k != "lock"}
 
 
-class Engine:
+class BatchRunner:
     """Runs batches of parsed requests on the model: the part of the server that is not HTTP."""
 
     def __init__(self, model: nn.Module, tokenizer, bank: AdapterBank, task: str, limits: Limits):
@@ -158,21 +162,10 @@ class Engine:
         return pad if pad is not None else getattr(self.tokenizer, "eos_token_id", 0) or 0
 
 
-def pad(rows: list[torch.Tensor], value: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack token rows of different lengths with padding on the left or right, and the mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), value, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        span = slice(width - len(r), width) if left else slice(0, len(r))
-        ids[i, span], mask[i, span] = r, 1
-    return ids, mask
-
-
 class Batcher:
     """Collects requests from many HTTP threads into batches for one worker thread."""
 
-    def __init__(self, engine: Engine, limits: Limits):
+    def __init__(self, engine: BatchRunner, limits: Limits):
         self.engine, self.limits = engine, limits
         self.queue: queue.Queue = queue.Queue()
         self.thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
@@ -212,9 +205,9 @@ class Batcher:
 
 
 class Server:
-    """The HTTP front of an `Engine`; ``port=0`` picks a free port (see `.url`)."""
+    """The HTTP front of a `BatchRunner`; ``port=0`` picks a free port (see `.url`)."""
 
-    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8000):
+    def __init__(self, engine: BatchRunner, host: str = "127.0.0.1", port: int = 8000):
         self.engine = engine
         self.batcher = Batcher(engine, engine.limits)
         self.httpd = ThreadingHTTPServer((host, port), _handler(self))
@@ -319,31 +312,25 @@ def find_adapters(folder: Path) -> dict[str, Path]:
     return found
 
 
-def build_model(args) -> tuple[nn.Module, object]:
-    """The base model and tokenizer from --model (a conf/model name of this repository) or --base."""
-    head = "seq_cls" if args.task == "classify" else "causal_lm"
-    if args.model:
-        from experiments.models import build, load_tokenizer  # only this entry point reaches the runner's models
-
-        return build(args.model, head=head, num_labels=args.num_labels), load_tokenizer(args.model)
+def load_base(path: str, task: str, num_labels: int) -> tuple[nn.Module, object]:
+    """The base model and tokenizer of a transformers folder or hub id, with the head `task` needs."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     try:
-        if head == "seq_cls":
-            model = AutoModelForSequenceClassification.from_pretrained(args.base, num_labels=args.num_labels)
+        if task == "classify":
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels)
         else:
-            model = AutoModelForCausalLM.from_pretrained(args.base)
-        tokenizer = AutoTokenizer.from_pretrained(args.base)
+            model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as err:
-        raise LoRAError(f"cannot load the base model {args.base} ({str(err).splitlines()[0]})") from None
+        raise LoRAError(f"cannot load the base model {path} ({str(err).splitlines()[0]})") from None
     return model, tokenizer
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lora.serve", description=__doc__.split("\n\n")[0])
-    where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--model", help="a model config name of this repository (conf/model/NAME.yaml)")
-    where.add_argument("--base", help="a transformers model folder or hub id")
+def parser(prog: str, model_option: tuple[str, str]) -> argparse.ArgumentParser:
+    """The server's command line; `model_option` is the (flag, help) that names the base model."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument(model_option[0], required=True, help=model_option[1])
     p.add_argument("--adapters", type=Path, required=True, help="folder of NAME.safetensors files or NAME/ folders")
     p.add_argument("--task", choices=TASKS, default="classify")
     p.add_argument("--num-labels", type=int, default=2, help="classes of the classifier heads (classify)")
@@ -352,17 +339,22 @@ def main(argv=None) -> int:
     p.add_argument("--max-batch", type=int, default=Limits.max_batch)
     p.add_argument("--max-wait-ms", type=float, default=1000 * Limits.max_wait_s)
     p.add_argument("--max-new-tokens", type=int, default=Limits.max_new_tokens)
-    args = p.parse_args(argv)
+    return p
+
+
+def serve(args: argparse.Namespace, load_model, user_errors: tuple[type[Exception], ...] = ()) -> int:
+    """Load the adapters of `args.adapters` over `load_model()`'s (model, tokenizer) and serve them until
+    interrupted; a bad folder or model is one line on stderr and exit status 2."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         adapters = find_adapters(args.adapters)
-        model, tokenizer = build_model(args)
+        model, tokenizer = load_model()
         bank = load(model, adapters)
-    except (LoRAError, ValueError) as err:
+    except (LoRAError, ValueError, *user_errors) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     limits = Limits(max_new_tokens=args.max_new_tokens, max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000)
-    server = Server(Engine(model, tokenizer, bank, args.task, limits), args.host, args.port)
+    server = Server(BatchRunner(model, tokenizer, bank, args.task, limits), args.host, args.port)
     print(f"serving {len(bank.names)} adapters ({', '.join(bank.names)}) on {server.url}", flush=True)
     try:
         server.httpd.serve_forever()
@@ -371,6 +363,11 @@ def main(argv=None) -> int:
     finally:
         server.httpd.server_close()
     return 0
+
+
+def main(argv=None) -> int:
+    args = parser("python -m lora.serve", ("--base", "a transformers model folder or hub id")).parse_args(argv)
+    return serve(args, lambda: load_base(args.base, args.task, args.num_labels))
 
 
 if __name__ == "__main__":

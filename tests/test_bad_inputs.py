@@ -24,7 +24,7 @@ import lora
 from experiments.cli import USER_ERRORS, check_config, compose
 from experiments.paths import ROOT
 from experiments.train import run
-from lora.io import write_safetensors
+from lora.files import write_safetensors
 
 TINY = ["model=tiny_bert", "task=rte", "trainer.max_steps=2", "trainer.train_limit=16", "trainer.eval_limit=8",
         "trainer.batch_size=8", "trainer.eval_every=2"]  # fmt: skip
@@ -312,7 +312,7 @@ def test_server_request_parser_fuzzed(body, path):
     from http import HTTPStatus
 
     from experiments.models import CharTokenizer
-    from lora.serve import Engine, Limits, RequestError
+    from lora.serve import BatchRunner, Limits, RequestError
 
     engine = _ENGINE.get("e")
     if engine is None:
@@ -320,7 +320,7 @@ def test_server_request_parser_fuzzed(body, path):
 
         model = build("tiny_bert", head="seq_cls")
         bank = lora.multi.load(model, {"a": adapter(Path(__import__("tempfile").mkdtemp()))})
-        engine = _ENGINE["e"] = Engine(model, CharTokenizer(128), bank, "classify", Limits())
+        engine = _ENGINE["e"] = BatchRunner(model, CharTokenizer(128), bank, "classify", Limits())
     try:
         engine.parse(path, body if isinstance(body, dict) else {"text": body})
     except RequestError as err:

@@ -59,4 +59,7 @@ def test_multi_adapter_against_peft(results):
                         "--seq", "8", "--warmup", "0", "--rounds", "1"])  # fmt: skip
     rows = results("multi_adapter")["rows"]
     assert [(r["model"], r["adapters"]) for r in rows] == [("smollm2_135m", 3)]
-    assert rows[0]["max_abs_diff_vs_peft"] <= 1e-5
+    # float32 reassociation only: our gathered bmm and PEFT's per-adapter linears sum in different orders. It was
+    # 0.0 with the packages of the previous session and is 5.1e-5 (logits of magnitude ~10) with peft 0.21.2 and
+    # transformers 5.24 here; a wrong adapter on a row is off by O(1).
+    assert rows[0]["max_abs_diff_vs_peft"] <= 1e-4

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from experiments.paths import ROOT, shared_dir
-from lora.io import read_safetensors
+from lora.files import read_safetensors
 
 SCRIPT = shared_dir() / "tools" / "slurm-single-node.sh"
 CLUSTER_DIR = "/tmp/slurm-ci-lora-tests"

@@ -28,6 +28,7 @@ from pathlib import Path
 from IPython.display import Image, display
 
 from analysis import amplification, figures, section7, tables
+from experiments.runs import RunFolder
 
 RUNS = Path(os.environ.get("LORA_RUNS_DIR", "runs/sweeps/section7_minilm_sst2"))
 OUT = Path(os.environ.get("LORA_ANALYSIS_OUT", RUNS / "analysis"))
@@ -38,7 +39,15 @@ small = section7.pick(rows, 8, seed=0)
 same = {"model": small["model"], "task": small["task"], "targets": small["targets"]} if small else {}
 large = section7.pick(rows, 64, seed=0, **same)
 other = section7.pick(rows, 64, seed=1, **same)
-adapter = lambda row: RUNS / row["run"] / "adapter.safetensors"
+adapter = lambda row: RunFolder(RUNS / row["run"]).adapter
+
+
+def show_phi(panels: dict, file: str, title: str):
+    for name, grid in panels.items():
+        print(f"{name:<28} phi(1,1) {grid[0, 0]:.3f}  mean {grid.mean():.3f}")
+    display(Image(filename=str(figures.phi_heatmaps(panels, OUT / file, title))))
+
+
 for name, row in (("r=8 seed 0", small), ("r=64 seed 0", large), ("r=64 seed 1", other)):
     print(f"{name:<12} {row['run'] if row else 'missing'}")
 
@@ -48,10 +57,7 @@ for name, row in (("r=8 seed 0", small), ("r=64 seed 0", large), ("r=64 seed 1",
 # %%
 if small and large:
     panels = section7.figure3_panels(adapter(small), adapter(large), BLOCK)
-    for name, grid in panels.items():
-        print(f"{name:<28} phi(1,1) {grid[0, 0]:.3f}  mean {grid.mean():.3f}")
-    png = figures.phi_heatmaps(panels, OUT / "figure3_r8_vs_r64.png", "phi(A_r=8, A_r=64, i, j)")
-    display(Image(filename=str(png)))
+    show_phi(panels, "figure3_r8_vs_r64.png", "phi(A_r=8, A_r=64, i, j)")
 else:
     print("Figure 3 needs an r=8 and an r=64 run")
 
@@ -61,10 +67,7 @@ else:
 # %%
 if large and other:
     panels = section7.figure4_panels(adapter(large), adapter(other), BLOCK)
-    for name, grid in panels.items():
-        print(f"{name:<28} phi(1,1) {grid[0, 0]:.3f}  mean {grid.mean():.3f}")
-    png = figures.phi_heatmaps(panels, OUT / "figure4_seeds.png", "phi(A_r=64, A'_r=64, i, j)")
-    display(Image(filename=str(png)))
+    show_phi(panels, "figure4_seeds.png", "phi(A_r=64, A'_r=64, i, j)")
 else:
     print("Figure 4 needs two r=64 runs (seeds 0 and 1)")
 

@@ -14,6 +14,8 @@ import csv
 import re
 from pathlib import Path
 
+from lora.files import read_text
+
 # Header patterns of measure_scores.py (source/MR column and reference column)
 HEADER_SRC = r"(mr|src|source|meaning(?:[_ .-]rep(?:resentation)?)?|da|dial(?:ogue)?[_ .-]act)s?"
 HEADER_REF = r"(trg|tgt|target|ref(?:erence)?|human(?:[_ .-](?:ref(?:erence)?))?)s?"
@@ -26,16 +28,7 @@ class ScoreInputError(ValueError):
 
 
 def _read_text(path: str | Path) -> str:
-    path = Path(path)
-    if not path.is_file():
-        raise ScoreInputError(f"{path}: no such file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ScoreInputError(f"{path}: not valid UTF-8 (byte {err.start})") from None
-    if not text.strip():
-        raise ScoreInputError(f"{path}: empty file")
-    return text
+    return read_text(path, ScoreInputError)
 
 
 def _lines(text: str) -> list[str]:

@@ -1,22 +1,41 @@
-"""Tasks by name. A task knows its files, its examples, its loss and its metrics; nothing else."""
+"""Tasks by name. A task knows its files, its examples, its loss and its metrics; nothing else (`Task`)."""
 
 from __future__ import annotations
 
-from .base import Example, TaskError
+import copy
+import inspect
+
+from .base import Example, Task, TaskError
 from .glue import SPECS as GLUE_TASKS
 from .glue import GlueTask
 from .nlg import SPECS as NLG_TASKS
 from .nlg import NLGTask
 
 
-def build_task(cfg: dict):
-    """A task from its config (`conf/task/<name>.yaml`)."""
-    name = cfg["name"]
-    if name in GLUE_TASKS:
-        return GlueTask(**cfg)
-    if name in NLG_TASKS:
-        return NLGTask(**cfg)
-    raise TaskError(f"unknown task {name!r}; known: {', '.join([*GLUE_TASKS, *NLG_TASKS])}")
+def build_task(cfg: dict) -> Task:
+    """A task from its config (`conf/task/<name>.yaml`); an option the task does not have is refused, as
+    `LoRAConfig` refuses one, so that a misspelt setting never silently keeps its default."""
+    name = cfg.get("name")
+    if name not in GLUE_TASKS and name not in NLG_TASKS:
+        raise TaskError(f"unknown task {name!r}; known: {', '.join([*GLUE_TASKS, *NLG_TASKS])}")
+    cls = GlueTask if name in GLUE_TASKS else NLGTask
+    known = list(inspect.signature(cls).parameters)
+    unknown = sorted(set(cfg) - set(known))
+    if unknown:
+        raise TaskError(f"task {name} has no option {', '.join(unknown)}; its options: {', '.join(known)}")
+    return cls(**cfg)
 
 
-__all__ = ["GLUE_TASKS", "NLG_TASKS", "Example", "GlueTask", "NLGTask", "TaskError", "build_task"]
+def fitted(task: Task, positions: int) -> Task:
+    """A copy of `task` whose sequences fit a model of `positions` positions (the task is left as it is).
+
+    >>> short = fitted(build_task({"name": "rte"}), 64)
+    >>> short.max_length, build_task({"name": "rte"}).max_length
+    (64, 128)
+    """
+    task = copy.copy(task)
+    task.max_length = min(task.max_length, positions)
+    return task
+
+
+__all__ = ["GLUE_TASKS", "NLG_TASKS", "Example", "GlueTask", "NLGTask", "Task", "TaskError", "build_task", "fitted"]

@@ -1,25 +1,60 @@
-"""What every task shares: the interface the trainer calls, an example, and the error for bad task input.
+"""What every task shares: the interface the trainer calls (`Task`), an example, the error for bad task
+input, and where the prefix methods' special tokens go in an input.
 
-A task turns its files into examples and knows how to batch them, what the loss is and how to score a
-model on them; the trainer knows nothing of the task beyond these:
-
-    task.head                 "seq_cls" (GLUE) or "causal_lm" (NLG): which head the model is built with
-    task.num_labels           classes of a seq_cls head (1 for a regression task)
-    task.preflight()          refuses at once what would only fail later (NLG: no Java for METEOR)
-    task.examples(split)      the training or evaluation items of a split
-    task.batch(tok, items, special)   tensors of one batch (special: prefix methods' token ids, or None)
-    task.loss(outputs, batch, label_smoothing)   the mean over the batch's units ...
-    task.units(batch)         ... how many: examples, or completion tokens (the trainer weights by them)
-    task.predict(model, tok, items, device, special) -> [output of each item of one batch]
-    task.metrics(outputs, items) -> {metric: value}   (the trainer spreads the batches over its processes)
-    task.metric, task.greater_is_better, task.eval_splits   which evaluation selects the best step
-    task.final(model, tok, folder, device, special) -> {name: value}   the last word on the finished model
-                              (NLG decodes the test set; GLUE has nothing to add)
+A task turns its files into examples and knows how to batch them, what the loss is and how to score a model
+on them; the trainer knows nothing of the task beyond `Task`. `special` is the prefix methods' token ids
+(``{"prefix": [...], "infix": [...]}``, set on the model by `baselines.prefix`) or None: where those tokens
+stand in an input is the task's business, what they are is the method's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+
+Special = dict[str, list[int]] | None
+
+
+@runtime_checkable
+class Task(Protocol):
+    """The interface between a task and the trainer (GLUE: `GlueTask`, NLG: `NLGTask`)."""
+
+    name: str
+    head: Literal["seq_cls", "causal_lm"]  # which head the model is built with
+    num_labels: int | None  # classes of a seq_cls head (1 for a regression task); None for causal_lm
+    max_length: int  # tokens of one training sequence
+    metric: str  # the evaluation that selects the best step ...
+    greater_is_better: bool  # ... and which way is better
+    eval_splits: tuple[str, ...]  # evaluated during training; the first one selects
+
+    def preflight(self) -> None:
+        """Refuse at once what would only fail later (NLG: no Java for METEOR)."""
+
+    def examples(self, split: str) -> Sequence[Any]:
+        """The training or evaluation items of a split."""
+
+    def batch(self, tokenizer, items: Sequence[Any], special: Special = None) -> dict[str, torch.Tensor]:
+        """The tensors of one batch (labels included)."""
+
+    def loss(self, outputs, batch: dict, label_smoothing: float) -> torch.Tensor:
+        """The mean loss over the batch's units ..."""
+
+    def units(self, batch: dict) -> int:
+        """... and how many there are: examples, or completion tokens (the trainer weights by them)."""
+
+    def predict(self, model, tokenizer, items: Sequence[Any], device, special: Special = None) -> list:
+        """One output per item of one batch (the trainer spreads the batches over its processes)."""
+
+    def metrics(self, outputs: list, items: Sequence[Any]) -> dict[str, float]:
+        """The metrics of all outputs of a split, in item order."""
+
+    def final(self, model, tokenizer, folder: Path, device, special: Special = None) -> dict:
+        """The last word on the finished model, files written into `folder` (NLG decodes the test set;
+        GLUE has nothing to add)."""
 
 
 class TaskError(ValueError):
@@ -31,3 +66,24 @@ class Example:
     text_a: str
     text_b: str | None
     label: int | float
+
+
+def insert_special_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special: dict, pad_id: int):
+    """[prefix] row [infix] for every row (right padding kept), as the prefix methods expect.
+
+    >>> ids, mask = insert_special_tokens(torch.tensor([[5, 6, 0]]), torch.tensor([[1, 1, 0]]),
+    ...                                   {"prefix": [90], "infix": [91, 92]}, pad_id=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[90, 5, 6, 91, 92, 0]], [[1, 1, 1, 1, 1, 0]])
+    """
+    rows = [
+        special["prefix"] + ids[m.bool()].tolist() + special["infix"]
+        for ids, m in zip(input_ids, attention_mask, strict=True)
+    ]
+    width = input_ids.shape[1] + len(special["prefix"]) + len(special["infix"])
+    ids = torch.full((len(rows), width), pad_id, dtype=input_ids.dtype)
+    mask = torch.zeros((len(rows), width), dtype=attention_mask.dtype)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=input_ids.dtype)
+        mask[i, : len(row)] = 1
+    return ids, mask

@@ -14,10 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from baselines.prefix import insert_special_tokens
-
+from ..metrics.glue import glue_metrics
 from ..paths import data_dir
-from .base import Example, TaskError
+from .base import Example, TaskError, insert_special_tokens
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class GlueTask:
     head = "seq_cls"
     greater_is_better = True
 
-    def __init__(self, name: str, data_dir: str | None = None, hub: bool = True, max_length: int = 128, **_):
+    def __init__(self, name: str, data_dir: str | None = None, hub: bool = True, max_length: int = 128):
         if name not in SPECS:
             raise TaskError(f"unknown GLUE task {name!r}; choose from {', '.join(SPECS)}")
         self.name, self.spec, self.hub, self.max_length = name, SPECS[name], hub, max_length
@@ -170,22 +169,3 @@ def read_tsv(file: Path, spec: GlueSpec) -> list[Example]:
             raise TaskError(f"{file} row {i + 2} has too few columns (tab-separated {', '.join(spec.text)} expected)")
         out.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label))
     return out
-
-
-def glue_metrics(names, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """GLUE's official metrics, computed with scikit-learn and SciPy (as the GLUE baselines do).
-
-    >>> glue_metrics(("accuracy", "f1"), np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1]))
-    {'accuracy': 0.75, 'f1': 0.8}
-    """
-    from scipy.stats import pearsonr, spearmanr
-    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-
-    fns = {
-        "accuracy": lambda p, y: accuracy_score(y, p),
-        "f1": lambda p, y: f1_score(y, p),
-        "matthews": lambda p, y: matthews_corrcoef(y, p),
-        "pearson": lambda p, y: pearsonr(p, y)[0],
-        "spearman": lambda p, y: spearmanr(p, y)[0],
-    }
-    return {name: round(float(fns[name](predictions, labels)), 6) for name in names}

@@ -15,10 +15,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from lora.io import write_text
+from lora.files import write_text
 
+from ..metrics import require_java, score
+from ..models import max_positions
 from ..paths import data_dir as default_data_dir
 from .base import TaskError
+from .generation import DEFAULTS, generate
 from .nlg_files import Record, read_dart, read_e2e, read_webnlg
 
 
@@ -67,7 +70,7 @@ class NLGTask:
 
     def __init__(self, name: str, data_dir: str | None = None, format: str = "official", hub: bool = True,
                  max_length: int = 256, separator: str = "\n", good_only: bool = True, decode_split: str = "test",
-                 decode_limit: int | None = None, decoding: dict | None = None, **_):  # fmt: skip
+                 decode_limit: int | None = None, decoding: dict | None = None):  # fmt: skip
         if name not in SPECS:
             raise TaskError(f"unknown NLG task {name!r}; choose from {', '.join(SPECS)}")
         if format not in ("official", "lora"):
@@ -80,8 +83,6 @@ class NLGTask:
 
     def preflight(self):
         """Refuse at once what would only fail after training: METEOR needs Java."""
-        from ..metrics import require_java
-
         require_java()
 
     # --- data ------------------------------------------------------------------------------------------------
@@ -173,18 +174,14 @@ class NLGTask:
     # --- the finished model -------------------------------------------------------------------------------------
 
     def final(self, model, tokenizer, folder: Path, device, special=None) -> dict:
-        """Decode the test inputs, write predictions and references into the run folder, score them."""
-        from ..decode import DEFAULTS, generate, max_positions
-        from ..metrics import score
-
+        """Decode the test inputs, write predictions and references into `folder`, score them."""
         records = self.records(self.decode_split)[: self.decode_limit]
         room = max_positions(model.config) - self.decoding.get("max_new_tokens", DEFAULTS["max_new_tokens"])
         room -= len(special["prefix"]) + len(special["infix"]) if special else 0
         contexts = [self.context_ids(tokenizer, r.context, special, limit=room) for r in records]
         texts = generate(model, tokenizer, contexts, self.decoding, device, desc=f"decode {self.name}")
-        out = folder / "predictions"
-        write_text("".join(t + "\n" for t in texts), out / f"{self.decode_split}.txt")
-        write_text(references_text(records), out / f"{self.decode_split}-references.txt")
+        write_text("".join(t + "\n" for t in texts), folder / f"{self.decode_split}.txt")
+        write_text(references_text(records), folder / f"{self.decode_split}-references.txt")
         scores = {"all": score(self.name, [list(r.references) for r in records], texts)}
         if any(r.seen is not None for r in records):  # WebNLG reports seen and unseen categories apart
             for part, seen in (("seen", True), ("unseen", False)):

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import defusedxml.ElementTree as SafeET
 
+from lora.files import read_text
+
 from .base import TaskError
 
 # The 10 categories of WebNLG 2017 train/dev; the test set adds 5 unseen ones.
@@ -56,19 +58,8 @@ class Record:
 
 
 def _read_text(path: str | Path) -> tuple[Path, str]:
-    """The file's text, or a TaskError naming the file (missing, not UTF-8, empty)."""
-    file = Path(path)
-    if file.is_dir():
-        raise TaskError(f"{file} is a folder; give the data file itself")
-    if not file.is_file():
-        raise TaskError(f"{file} not found; put the released data file there or set LORA_DATA_DIR")
-    try:
-        text = file.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise TaskError(f"{file} is not valid UTF-8 ({err.reason} at byte {err.start}); re-download it") from None
-    if not text.strip():
-        raise TaskError(f"{file} is empty; re-download it")
-    return file, text
+    """The file's text, or a TaskError naming the file (missing, a folder, not UTF-8, empty)."""
+    return Path(path), read_text(path, TaskError, hint="put the released data file there or set LORA_DATA_DIR")
 
 
 def _check(ok: bool, file: Path, what: str) -> None:

@@ -102,7 +102,7 @@ def model_conf_128() -> dict:
 def _adapter(folder, name, blocks: dict[int, dict[str, np.ndarray]]):
     import torch
 
-    from lora.io import write_safetensors
+    from lora.files import write_safetensors
 
     tensors = {
         f"bert.encoder.layer.{b}.attention.self.{'query' if t == 'q' else 'value'}.lora_A.{t}": torch.tensor(a)

@@ -7,8 +7,8 @@ from conftest import batch
 import baselines
 import lora
 from baselines.adapters import count_adapters
-from baselines.prefix import insert_special_tokens
 from experiments.models import build
+from experiments.tasks.base import insert_special_tokens
 
 D, L, FFN = 32, 2, 64  # the tiny models: hidden size, blocks, MLP width
 APPLIES = {

@@ -31,7 +31,7 @@ from benchmarks.distributed import compare
 from experiments.cli import compose, hydra_context
 from experiments.paths import CONF_DIR, ROOT, data_dir
 from experiments.train import run
-from lora.io import read_safetensors
+from lora.files import read_safetensors
 
 TOLERANCE = 1e-5
 WIDTH, LR = 32, 1e-2  # tiny GPT-2's n_embd; the learning rate below

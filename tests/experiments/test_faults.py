@@ -21,7 +21,7 @@ from safetensors import safe_open
 from experiments.cli import compose
 from experiments.runs import RunError, RunFolder, verify
 from experiments.train import run
-from lora.io import read_safetensors
+from lora.files import read_safetensors
 
 HARNESS = Path(__file__).with_name("fault_run.py")
 TINY = ["model=tiny_bert", "task=rte", "method.dropout=0.1", "trainer.max_steps=8", "trainer.train_limit=48",

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from experiments.metrics.glue import glue_metrics
 from experiments.tasks import GlueTask, TaskError
-from experiments.tasks.glue import default_dir, glue_metrics
+from experiments.tasks.glue import default_dir
 
 needs_glue = pytest.mark.skipif(not default_dir().exists(), reason=f"GLUE files not found at {default_dir()}")
 

@@ -11,13 +11,13 @@ from omegaconf import OmegaConf
 
 import lora
 from experiments.cli import compose
-from experiments.decode import generate
 from experiments.models import CharTokenizer, build
 from experiments.paths import data_dir
 from experiments.tasks import NLGTask, TaskError
+from experiments.tasks.generation import generate
 from experiments.tasks.nlg import Pair, Record, hub_records
 from experiments.train import run
-from lora.io import read_safetensors
+from lora.files import read_safetensors
 
 
 def needs(*files: str):

@@ -18,7 +18,7 @@ from experiments.paths import CONF_DIR, ROOT
 from experiments.runs import RunError
 from experiments.tasks import GLUE_TASKS
 from experiments.train import run
-from lora.io import read_safetensors
+from lora.files import read_safetensors
 
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))

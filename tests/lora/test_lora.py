@@ -142,7 +142,7 @@ def test_save_load_round_trip_gives_identical_outputs(pair, tmp_path):
             if p.requires_grad and ".lora_" not in n:
                 p.add_(0.1)  # biases and head changed too: they must travel with the adapter
     file = lora.save(model, tmp_path / "adapter.safetensors")
-    assert set(lora.trainable_state(model)) == set(lora.io.read_safetensors(file)[0])
+    assert set(lora.trainable_state(model)) == set(lora.files.read_safetensors(file)[0])
     assert (tmp_path / "adapter.json").exists()
     lora.load(fresh, tmp_path)
     assert torch.equal(logits(fresh, batch()), logits(model, batch()))
@@ -150,7 +150,7 @@ def test_save_load_round_trip_gives_identical_outputs(pair, tmp_path):
 
 def test_saved_file_holds_only_what_was_trained(tmp_path):
     model = lora.apply(tiny("llama"), LoRAConfig(r=2, targets=("q",)))
-    tensors, meta = lora.io.read_safetensors(lora.save(model, tmp_path))
+    tensors, meta = lora.files.read_safetensors(lora.save(model, tmp_path))
     assert sum(t.numel() for t in tensors.values()) == lora.count(model).trainable
     assert LoRAConfig.from_dict(__import__("json").loads(meta["lora_config"])) == model.lora_config
 
@@ -345,7 +345,7 @@ def test_config_from_the_command_line_accepts_single_values():
 
 
 def test_a_file_missing_trained_tensors_is_refused(tmp_path):
-    from lora.io import read_safetensors, write_safetensors
+    from lora.files import read_safetensors, write_safetensors
 
     file = lora.save(lora.apply(tiny("bert"), LoRAConfig(r=2)), tmp_path / "a.safetensors")
     tensors, meta = read_safetensors(file)

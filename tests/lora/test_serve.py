@@ -13,10 +13,11 @@ import torch
 from conftest import tiny
 from test_multi import save_adapters
 
+import experiments.serve
 import lora
 import lora.serve
 from experiments.models import CharTokenizer
-from lora.serve import Engine, Limits, Server
+from lora.serve import BatchRunner, Limits, Server
 
 TEXTS = ["a gripping film", "dull", "name[Aromi], eatType[coffee shop]", "xyz " * 5, "the end", "q"]
 
@@ -42,7 +43,7 @@ def get(url: str) -> tuple[int, dict]:
 def serve(family: str, task: str, files: dict, **limits) -> Server:
     model = tiny(family)
     bank = lora.multi.load(model, files)
-    return Server(Engine(model, CharTokenizer(128), bank, task, Limits(**limits)), port=0)
+    return Server(BatchRunner(model, CharTokenizer(128), bank, task, Limits(**limits)), port=0)
 
 
 _MODELS = {}
@@ -147,7 +148,7 @@ def test_command_line_serves_a_folder_of_adapters(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "lora.serve",
+        "experiments.serve",
         "--model",
         "tiny_llama",
         "--task",
@@ -181,6 +182,6 @@ def test_command_line_serves_a_folder_of_adapters(tmp_path):
 def test_command_line_bad_adapter_folders_are_one_line(tmp_path, capsys, setup, message):
     folder = setup(tmp_path)
     argv = ["--model", "tiny_llama", "--task", "generate", "--adapters", str(folder), "--port", "0"]
-    assert lora.serve.main(argv) == 2
+    assert experiments.serve.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,28 @@
+"""Serve adapters over one of this repository's model configs: ``python -m experiments.serve --model NAME``.
+
+The server itself is the library's (`lora.serve`); this entry point only builds the base model from
+``conf/model/NAME.yaml`` (offline packages, tiny random models) the way training does.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lora.serve import parser, serve
+
+from .models import ModelError, build, load_tokenizer
+
+
+def main(argv=None) -> int:
+    args = parser("python -m experiments.serve", ("--model", "a model config name (conf/model/NAME.yaml)"))
+    args = args.parse_args(argv)
+    head = "seq_cls" if args.task == "classify" else "causal_lm"
+
+    def load_model():
+        return build(args.model, head=head, num_labels=args.num_labels), load_tokenizer(args.model)
+
+    return serve(args, load_model, user_errors=(ModelError,))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Safe file I/O for everything this project writes or reads: whole files or none, and one-line errors.
+
+Every write goes to a hidden temporary beside its target, is fsynced and renamed into place, so a reader
+(or a run resumed after a kill) sees the old file or the new one, never half of one. Readers turn a missing,
+truncated or mis-encoded file into one line that names the file. The library, the runner and the analysis
+all write through here; nothing else in the project opens a result file for writing by itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .config import LoRAError
+
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class atomic_path:
+    """Yield a temporary path beside `file`; on success fsync and rename it over `file`.
+
+    A kill leaves at most a hidden ``.NAME.*.tmp`` file (`is_temporary`), which a resumed run sweeps away.
+
+    >>> import tempfile; folder = Path(tempfile.mkdtemp())
+    >>> with atomic_path(folder / "a.txt") as tmp:
+    ...     _ = Path(tmp).write_text("whole")
+    >>> (folder / "a.txt").read_text(), [p.name for p in folder.iterdir()]
+    ('whole', ['a.txt'])
+    """
+
+    def __init__(self, file: Path):
+        self.file = Path(file)
+
+    def __enter__(self) -> str:
+        fd, self.tmp = tempfile.mkstemp(dir=self.file.parent, prefix=f".{self.file.name}.", suffix=TMP_SUFFIX)
+        os.close(fd)
+        os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; results are for the whole team
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            os.unlink(self.tmp)
+            return False
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.file)
+        return False
+
+
+def is_temporary(path: Path) -> bool:
+    """A hidden temporary of `atomic_path` (a write that a kill interrupted)."""
+    return path.name.startswith(".") and path.name.endswith(TMP_SUFFIX) and path.is_file()
+
+
+def write_text(text: str, file: Path):
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(file) as tmp, open(tmp, "w") as f:
+        f.write(text)
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], file: Path):
+    file = Path(file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(file) as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt", **metadata})
+
+
+def read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, header metadata) of a safetensors file, or a `LoRAError` naming what is wrong with it."""
+    file = Path(file)
+    if not file.is_file():
+        raise LoRAError(f"no adapter file {file}")
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except Exception as err:  # safetensors raises several types for truncated or garbled files
+        raise LoRAError(
+            f"{file} is not a readable safetensors file ({err}); it may be truncated or corrupted"
+        ) from None
+
+
+def read_text(path: str | Path, error: type[Exception], hint: str = "") -> str:
+    """The text of a UTF-8 file (a byte-order mark is dropped), or `error` with one line naming the file:
+    missing, a folder, not UTF-8, or empty. `hint` says what to do about a file that is missing.
+
+    >>> import tempfile; f = Path(tempfile.mkdtemp()) / "p.txt"
+    >>> _ = f.write_bytes(b"\\xef\\xbb\\xbfa line\\n")
+    >>> read_text(f, ValueError)
+    'a line\\n'
+    >>> read_text(f.parent / "none.txt", ValueError)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: .../none.txt not found (no such file)
+    """
+    file = Path(path)
+    if file.is_dir():
+        raise error(f"{file} is a folder; give the file itself")
+    if not file.is_file():
+        raise error(f"{file} not found (no such file){'; ' + hint if hint else ''}")
+    try:
+        text = file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise error(f"{file} is not valid UTF-8 ({err.reason} at byte {err.start}); re-download it") from None
+    if not text.strip():
+        raise error(f"{file} is empty")
+    return text

@@ -1,0 +1,99 @@
+"""The run folder's one reader: every method's model rebuilt as trained, damaged files as one line, and the
+task interface every consumer relies on."""
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from analysis.amplification import AmplificationError, analyse, load_run
+from experiments.cli import compose
+from experiments.decode import decode_run
+from experiments.paths import data_dir
+from experiments.runs import RunError, RunFolder, find_runs, load_trained, read_config, read_metrics
+from experiments.tasks import GlueTask, NLGTask, Task, TaskError, build_task, fitted
+from experiments.train import run
+from lora.files import read_safetensors
+
+TINY = ["model=tiny_gpt2", "task=rte", "trainer.max_steps=2", "trainer.train_limit=16", "trainer.eval_limit=8",
+        "trainer.batch_size=8", "trainer.lr=1e-2"]  # fmt: skip
+needs_rte = pytest.mark.skipif(not (data_dir() / "glue" / "RTE").exists(), reason=f"no GLUE RTE under {data_dir()}")
+
+
+def train(folder, *overrides):
+    run(OmegaConf.to_container(compose([f"trainer.output_dir={folder}", *TINY, *overrides]), resolve=True))
+    return folder
+
+
+@needs_rte
+@pytest.mark.parametrize("method", ["lora", "lora_prefix_embed", "prefix_layer", "adapter_h", "bitfit"])
+def test_load_trained_rebuilds_every_method_with_the_saved_tensors(tmp_path, method):
+    folder = train(tmp_path / method, f"method={method}")
+    trained = load_trained(folder)
+    saved, _ = read_safetensors(RunFolder(folder).adapter)
+    params = dict(trained.model.named_parameters())
+    assert saved and all(torch.equal(params[k], v) for k, v in saved.items())
+    assert trained.config == read_config(folder) and trained.task.name == "rte"
+
+
+@needs_rte
+def test_table7_reads_a_lora_prefix_run_and_refuses_a_run_without_lora(tmp_path):
+    """Before the one reader, `load_run` loaded with `lora.load` alone, which has no place for prefix tensors."""
+    model, cfg = load_run(train(tmp_path / "lp", "method=lora_prefix_embed"))
+    assert cfg["method"]["name"] == "lora_prefix_embed" and analyse(model)
+    with pytest.raises(AmplificationError, match="is a bitfit run; Table 7 needs a LoRA adapter"):
+        load_run(train(tmp_path / "bitfit", "method=bitfit"))
+
+
+@needs_rte
+def test_decoding_a_classification_run_is_one_line(tmp_path):
+    folder = train(tmp_path / "rte", "method=lora")
+    with pytest.raises(RunError, match="is a rte run; only generation tasks"):
+        decode_run(folder, "again")
+    assert not (folder / "decodes" / "again").exists()
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("metrics.json", "{not json", "metrics.json cannot be read"),
+    ("metrics.json", "[1, 2]", "is not a JSON object"),
+    ("config.yaml", "model: [unclosed", "config.yaml cannot be read"),
+    ("config.yaml", "just a string", "is not a run's config"),
+    ("metrics.json", b"\xff\xfe", "metrics.json cannot be read"),
+])  # fmt: skip
+def test_a_damaged_run_file_is_one_line(tmp_path, name, text, message):
+    (tmp_path / name).write_bytes(text if isinstance(text, bytes) else text.encode())
+    reader = read_metrics if name == "metrics.json" else read_config
+    with pytest.raises(RunError, match=message) as err:
+        reader(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_find_runs_needs_both_files(tmp_path):
+    for name, files in {"a": ("config.yaml", "metrics.json"), "b": ("metrics.json",), "c/d": ("config.yaml",)}.items():
+        for f in files:
+            (tmp_path / name).mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / f).write_text(json.dumps({}))
+    assert find_runs(tmp_path) == [tmp_path / "a"]
+
+
+def test_both_task_families_are_tasks_and_refuse_unknown_options():
+    for cfg in ({"name": "rte"}, {"name": "e2e"}):
+        assert isinstance(build_task(cfg), Task)
+    assert isinstance(build_task({"name": "sst2"}), GlueTask) and isinstance(build_task({"name": "dart"}), NLGTask)
+    with pytest.raises(TaskError, match="task rte has no option decoding, max_lenght; its options: name, data_dir"):
+        build_task({"name": "rte", "max_lenght": 64, "decoding": {}})
+    with pytest.raises(TaskError, match="unknown task 'glue'"):
+        build_task({"name": "glue"})
+
+
+def test_every_task_config_builds():
+    with_defaults = [compose([f"task={name}"]).task for name in ("rte", "mnli", "e2e", "webnlg", "dart")]
+    for cfg in with_defaults:
+        build_task(OmegaConf.to_container(cfg, resolve=True))
+
+
+def test_fitting_a_task_to_a_model_leaves_the_task_as_it_was():
+    task = build_task({"name": "e2e", "max_length": 128})
+    short = fitted(task, 64)
+    assert (short.max_length, task.max_length) == (64, 128) and fitted(task, 1024).max_length == 128
