@@ -28,6 +28,9 @@ def main(cfg: DictConfig):
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # between training steps Ctrl-C checkpoints first (experiments/preemption.py)
+        print("error: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

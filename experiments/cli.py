@@ -5,17 +5,21 @@ from __future__ import annotations
 import sys
 
 from baselines import MethodError
+from baselines import check as check_method
 from lora import LoRAError
 
-from .config import register
+from .config import register, validate
 from .engines import EngineError
 from .metrics import JavaMissing, ScoreInputError
-from .models import ModelError
+from .models import ModelError, check_loadable
 from .paths import CONF_DIR
-from .runs import RunError
-from .tasks import TaskError
+from .runs import RunError, check_output_dir
+from .tasks import TaskError, build_task
 
-USER_ERRORS = (LoRAError, MethodError, ModelError, RunError, TaskError, JavaMissing, ScoreInputError, EngineError)
+# A user's mistake, or the machine's (a full disk, a folder without write permission: OSError names the path
+# and the cause): one line each, never a traceback.
+USER_ERRORS = (LoRAError, MethodError, ModelError, RunError, TaskError, JavaMissing, ScoreInputError, EngineError,
+               OSError)  # fmt: skip
 
 
 def compose(overrides: list[str]):
@@ -37,18 +41,35 @@ def hydra_context():
     return initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3")
 
 
-def check_config(argv: list[str]):
-    """Exit with one line if the overrides do not compose; multirun sweeps are left to Hydra."""
+def check_config(argv: list[str], training: bool = True):
+    """Exit with one line if the overrides do not compose or (`training`) hold a value training would refuse;
+    multirun sweeps are left to Hydra and each job's own checks."""
     register()
     if any(a in ("-m", "--multirun", "--help", "-h", "--cfg", "-c", "--info") or a.startswith("--") for a in argv):
         return
     from omegaconf import OmegaConf
 
     try:
-        cfg = compose(argv)
-        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        cfg = OmegaConf.to_container(compose(argv), resolve=True, throw_on_missing=True)
     except Exception as err:  # Hydra and OmegaConf raise many types; all are the user's input here
         sys.exit(f"error: {one_line(err)}")
+    if not training:
+        return
+    try:
+        check_values(cfg)
+    except USER_ERRORS as err:
+        sys.exit(f"error: {err}")
+
+
+def check_values(cfg: dict):
+    """All that can be checked before anything loads or any folder is made (Hydra makes the run folder
+    before the job starts): the trainer's ranges, the task's options and decoding settings, whether the
+    method applies to the model, whether the model has weights."""
+    validate(cfg["trainer"])
+    check_output_dir(cfg["trainer"]["output_dir"])
+    build_task(cfg["task"])
+    check_method(cfg["method"]["name"], cfg["model"]["arch"]["model_type"])
+    check_loadable(cfg["model"])
 
 
 def one_line(err: Exception) -> str:

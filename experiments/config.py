@@ -7,6 +7,8 @@ there too, and each builder validates its own fields (e.g. `lora.LoRAConfig`).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
@@ -45,21 +47,48 @@ class TrainerConfig:
     offload: bool = False  # DeepSpeed: optimizer states (and at stage 3 the parameters) in CPU memory
 
 
+# Every numeric trainer setting and the values it may take: (what the message says, the test). Hydra's schema
+# checks the types; this table the ranges, so `trainer.max_grad_norm=-1` (which would reverse the gradients) or
+# `trainer.epochs=inf` is one line before anything runs, not a silent wrong run or a traceback later.
+_INT32 = 2**32 - 1
+RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "lr": ("> 0", lambda v: v > 0),
+    "batch_size": ("> 0", lambda v: v > 0),
+    "eval_batch_size": ("> 0", lambda v: v > 0),
+    "grad_accum": ("> 0", lambda v: v > 0),
+    "log_every": ("> 0", lambda v: v > 0),
+    "max_steps": (">= 0 (0: evaluate the untrained model) or null", lambda v: v >= 0),
+    "epochs": ("> 0", lambda v: v > 0),
+    "warmup_ratio": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "warmup_steps": (">= 0", lambda v: v >= 0),
+    "weight_decay": (">= 0", lambda v: v >= 0),
+    "max_grad_norm": (">= 0 (0 or null: no clipping)", lambda v: v >= 0),
+    "label_smoothing": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "eval_every": (">= 1 or null", lambda v: v >= 1),
+    "save_every": (">= 1 or null", lambda v: v >= 1),
+    "eval_limit": (">= 1 or null", lambda v: v >= 1),
+    "train_limit": (">= 1 or null", lambda v: v >= 1),
+    "stop_after": (">= 1 or null", lambda v: v >= 1),
+    "seed": (f"in [0, {_INT32}]", lambda v: 0 <= v <= _INT32),
+    "threads": (">= 1 or null (torch's default)", lambda v: v >= 1),
+}
+
+
 def validate(t: dict):
-    """Range checks Hydra's types cannot express; one clear line each."""
-    positive = ("lr", "batch_size", "eval_batch_size", "grad_accum", "log_every")
-    for key in positive:
-        if not t[key] > 0:
-            raise RunError(f"trainer.{key} must be > 0, got {t[key]}")
-    if t["max_steps"] is not None and t["max_steps"] < 0:
-        raise RunError(f"trainer.max_steps must be >= 0 (0: evaluate the untrained model), got {t['max_steps']}")
-    for key in ("eval_every", "save_every", "eval_limit", "train_limit", "stop_after"):
-        if t[key] is not None and t[key] < 1:
-            raise RunError(f"trainer.{key} must be >= 1 or null, got {t[key]}")
-    if t["max_steps"] is None and not t["epochs"] > 0:
-        raise RunError(f"trainer.epochs must be > 0 (or set trainer.max_steps), got {t['epochs']}")
-    if not 0 <= t["warmup_ratio"] < 1 or t["warmup_steps"] < 0 or not 0 <= t["label_smoothing"] < 1:
-        raise RunError("trainer.warmup_ratio and trainer.label_smoothing must be in [0, 1), warmup_steps >= 0")
+    """Check every numeric trainer setting against `RANGES`; one clear line for the first that is out of range."""
+    for key, (allowed, ok) in RANGES.items():
+        value = t.get(key)
+        if value is None and "null" in allowed:
+            continue
+        if key == "epochs" and t.get("max_steps") is not None:
+            continue  # max_steps decides
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise RunError(f"trainer.{key} must be a number {allowed}, got {value!r}")
+        if not math.isfinite(value) or not ok(value):
+            hint = " (or set trainer.max_steps)" if key == "epochs" else ""
+            raise RunError(f"trainer.{key} must be {allowed}{hint}, got {value}")
+    if t.get("resume") not in ("auto", "never"):
+        raise RunError(f"trainer.resume must be auto or never, got {t.get('resume')!r}")
 
 
 class MissingSetting(ValueError):
@@ -71,6 +100,18 @@ def _must(what: str):
     raise MissingSetting(f"this experiment needs {what}")
 
 
+def _job_suffix() -> str:
+    """`${job_suffix:}`: "-N" for the N-th job of a Hydra multirun, "" otherwise, so that the default run folder
+    of each job of a sweep started within one second is its own (`${now:}` alone gives them all one folder)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return ""
+    hydra = HydraConfig.get()
+    return f"-{hydra.job.num}" if hydra.mode == RunMode.MULTIRUN else ""
+
+
 def register():
     """Make the schema and our resolvers known to Hydra (idempotent)."""
     from omegaconf import OmegaConf
@@ -78,3 +119,5 @@ def register():
     ConfigStore.instance().store(group="trainer", name="trainer_schema", node=TrainerConfig)
     if not OmegaConf.has_resolver("must"):
         OmegaConf.register_new_resolver("must", _must)
+    if not OmegaConf.has_resolver("job_suffix"):
+        OmegaConf.register_new_resolver("job_suffix", _job_suffix)

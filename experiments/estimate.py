@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.cli import USER_ERRORS, check_config, compose
 
     argv = sys.argv[1:] if argv is None else argv
-    check_config(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
+    check_config(argv, training=False)  # a model without weights (GPT-3) is what this is for
     cfg = OmegaConf.to_container(compose(argv), resolve=True)
     try:
         e = estimate(cfg)

@@ -9,10 +9,11 @@ import threading
 
 class Preemption:
     """Catches the signal a scheduler sends before it stops a job (SIGUSR2 from submitit's sbatch
-    ``--signal``, SIGTERM), so the loop can finish its step and write a checkpoint first; then the
-    handler that was there before (submitit's: requeue and exit) runs. Only in the main thread."""
+    ``--signal``, SIGTERM), and Ctrl-C (SIGINT), so the loop can finish its step and write a checkpoint
+    first; then the handler that was there before (submitit's: requeue and exit) runs, or the process exits
+    with 128 + the signal. Only in the main thread."""
 
-    SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+    SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.requested: tuple | None = None
@@ -32,10 +33,21 @@ class Preemption:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
+    @property
+    def next_step(self) -> str:
+        if self.requested and self._launcher(self.requested[0]):
+            return "the launcher requeues"
+        return "run the same command again to resume"
+
+    def _launcher(self, signum) -> bool:
+        """A handler of a launcher (submitit's) to hand over to; Python's own Ctrl-C handler is none: it would
+        only turn the interruption into a KeyboardInterrupt traceback."""
+        handler = self.previous.get(signum)
+        return callable(handler) and handler is not signal.default_int_handler
+
     def hand_over(self):
         signum, frame = self.requested
         self.restore()
-        handler = self.previous.get(signum)
-        if callable(handler):
-            handler(signum, frame)  # submitit: checkpoint the submission, requeue, exit
+        if self._launcher(signum):
+            self.previous[signum](signum, frame)  # submitit: checkpoint the submission, requeue, exit
         raise SystemExit(128 + signum)  # no launcher to hand over to: stop, as the signal asked

@@ -9,6 +9,7 @@ module spells out its file names.
     predictions/       what the task's last word wrote (NLG: the decoded test set and its references)
     decodes/NAME/      later decodes of the finished model (`python -m experiments.decode`)
     checkpoints/step-N/   the latest complete checkpoint (COMPLETE, with the files' SHA-256, is written last)
+    damaged-checkpoints/  checkpoints that failed their checksums, set aside (never resumed from, never deleted)
 
 Nothing is overwritten: a folder that holds a finished run, or a run of another config, is refused.
 Every file is written to a temporary name, fsynced and renamed into place (`lora.files.atomic_path`), so a
@@ -18,6 +19,7 @@ its COMPLETE marker is present and every file matches the checksum recorded ther
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -45,6 +47,7 @@ from .tasks import Task, build_task
 log = logging.getLogger(__name__)
 CONFIG_FILE, METRICS_FILE, LOG_FILE = "config.yaml", "metrics.json", "log.txt"
 PREDICTIONS_DIR, DECODES_DIR, CHECKPOINTS_DIR = "predictions", "decodes", "checkpoints"
+DAMAGED_DIR = "damaged-checkpoints"
 CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "state.json")
 
 IGNORED_KEYS = ("trainer.resume", "trainer.stop_after", "logger.")  # may change between a run and its resume
@@ -65,6 +68,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.notes: list[str] = []  # what `open` found and did, for the run's log
 
     @property
     def checkpoints(self) -> Path:
@@ -83,28 +87,82 @@ class RunFolder:
         return self.path / PREDICTIONS_DIR
 
     def open(self, config: dict, resume: str) -> Path | None:
-        """Claim the folder for `config`; returns the checkpoint to resume from, if any."""
+        """Claim the folder for `config` and lock it while this process writes to it; returns the checkpoint to
+        resume from, if any. Damaged checkpoints are set aside first (`notes` says which)."""
         if resume not in ("auto", "never"):
             raise RunError(f"trainer.resume must be auto or never, got {resume!r}")
+        check_output_dir(self.path)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock()
+        except OSError as err:
+            raise RunError(f"cannot use {self.path} as the run folder ({err.strerror}); choose another") from None
+        try:
+            return self._claim(config, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _claim(self, config: dict, resume: str) -> Path | None:
         metrics = self.path / METRICS_FILE
         if metrics.exists() and read_metrics(self.path).get("status") == "complete":
             raise RunError(f"{self.path} already holds a finished run; choose a new trainer.output_dir")
         saved = self.path / CONFIG_FILE
-        if self.path.exists() and any(not is_temporary(p) for p in self.path.iterdir()) and not saved.exists():
+        if any(not is_temporary(p) for p in self.path.iterdir()) and not saved.exists():
             raise RunError(f"{self.path} already holds other files; choose a new (or empty) trainer.output_dir")
+        self.notes = self.set_aside_damaged()
+        checkpoint = self.latest_checkpoint()
         if saved.exists():
             differ = config_diff(read_config(self.path), config)
-            if differ:
+            if differ and (checkpoint is not None or metrics.exists()):
                 raise RunError(
                     f"{self.path} holds a run of another config (differs in {', '.join(differ)}); "
                     "choose a new trainer.output_dir"
                 )
-        checkpoint = self.latest_checkpoint()
+            if differ:  # a start that failed before its first checkpoint: nothing of it to keep
+                self.notes.append(f"the run started here before never reached a checkpoint; its config gives way "
+                                  f"to this one (differs in {', '.join(differ)})")  # fmt: skip
         if checkpoint is not None and resume == "never":
             raise RunError(f"{self.path} holds a checkpoint and trainer.resume=never; choose a new trainer.output_dir")
         self.sweep_temporaries()
         write_text(yaml.safe_dump(config, sort_keys=False), saved)
         return checkpoint
+
+    def _lock(self):
+        """An exclusive lock on the folder itself (no lock file is left behind), held until `close`: a second
+        run started into the same folder is refused instead of writing over the first one's files."""
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunError(
+                f"another run is writing to {self.path} now; wait for it to end or choose another trainer.output_dir"
+            ) from None
+        self._fd = fd
+
+    def close(self):
+        """Release the folder's lock (also released when the process ends, however it ends)."""
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            os.close(fd)
+
+    def set_aside_damaged(self) -> list[str]:
+        """Move every checkpoint whose COMPLETE marker is there but whose files fail their checksums (changed
+        after they were written) to damaged-checkpoints/, kept for a look and never resumed from or deleted;
+        returns one line for each. A checkpoint without its marker is a write a kill interrupted: skipped."""
+        said = []
+        for folder in sorted(self.checkpoints.glob("step-*")):
+            problem = verify(folder)
+            if problem is None or not (folder / "COMPLETE").exists():
+                continue
+            aside = self.path / DAMAGED_DIR / folder.name
+            while aside.exists():
+                aside = aside.with_name(aside.name + "+")
+            aside.parent.mkdir(exist_ok=True)
+            folder.rename(aside)
+            said.append(f"checkpoint {folder} is damaged ({problem}); kept as {aside}, not resumed from")
+        return said
 
     def sweep_temporaries(self):
         """Remove the hidden temporary files a killed run left half-written (never a finished file)."""
@@ -118,7 +176,7 @@ class RunFolder:
             problem = verify(folder)
             if problem is None:
                 return folder
-            log.warning("skipping checkpoint %s: %s", folder, problem)
+            log.info("skipping checkpoint %s: %s", folder, problem)
         return None
 
     def checkpoint_path(self, step: int) -> Path:
@@ -193,6 +251,21 @@ def config_diff(old: dict, new: dict) -> list[str]:
     a, b = flatten(old), flatten(new)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     return [k for k in keys if not any(k == i or (i.endswith(".") and k.startswith(i)) for i in IGNORED_KEYS)]
+
+
+def check_output_dir(path: Path):
+    """Refuse at once an output folder that cannot be one: a file, a name too long, a place not writable."""
+    path = Path(path).absolute()
+    too_long = [part for part in path.parts if len(part.encode()) > 255]  # before any look at the disk: it fails
+    if too_long:
+        raise RunError(f"a folder name in trainer.output_dir is {len(too_long[0].encode())} bytes; at most 255")
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path} is a file, not a folder; choose another trainer.output_dir")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise RunError(f"{existing} is a file, so {path} cannot be made; choose another trainer.output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"{existing} is not writable by this user; choose another trainer.output_dir")
 
 
 # --- reading a run folder -----------------------------------------------------------------------------------

@@ -118,7 +118,16 @@ class _Run:
 
 
 def _train(cfg: dict, engine: engines.Engine) -> dict:
-    r = _start(cfg, engine)
+    _agree_on_output_dir(cfg["trainer"], engine)
+    folder = RunFolder(cfg["trainer"]["output_dir"])
+    try:
+        return _train_into(folder, cfg, engine)
+    finally:
+        folder.close()  # the folder's lock
+
+
+def _train_into(folder: RunFolder, cfg: dict, engine: engines.Engine) -> dict:
+    r = _start(cfg, engine, folder)
     started = time.time() - r.state["train_seconds"]
     stopped = _loop(r, started)
     if stopped:
@@ -137,13 +146,13 @@ def _train(cfg: dict, engine: engines.Engine) -> dict:
     return metrics
 
 
-def _start(cfg: dict, engine: engines.Engine) -> _Run:
+def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     """Claim the run folder, read the task's data, build the model with its method, and resume if asked."""
     t = cfg["trainer"]
-    _agree_on_output_dir(t, engine)
-    folder = RunFolder(t["output_dir"])
     checkpoint = engine.on_main(lambda: folder.open(cfg, t["resume"]))
     _log_to(folder.log_file if engine.is_main else None)
+    for note in folder.notes:
+        log.warning("%s", note)
     if engine.world > 1:
         each = t["batch_size"] // engine.world
         log.info("%s: %d processes, %d examples each per step", engine.name, engine.world, each)
@@ -169,6 +178,8 @@ def _start(cfg: dict, engine: engines.Engine) -> _Run:
     if checkpoint is not None:
         r.state = checkpoints.restore(checkpoint, engine)
         log.info("resumed from %s at step %d", checkpoint, r.state["step"])
+    elif folder.notes:
+        log.warning("no good checkpoint left: training starts from step 0")
     r.wandb_run = _wandb(cfg, folder.path) if cfg.get("logger", {}).get("wandb") and engine.is_main else None
     return r
 
@@ -227,7 +238,7 @@ def _after_step(r: _Run, started: float, done: bool, preemption: Preemption, bar
         state["train_seconds"] = time.time() - started
         checkpoints.save(r.folder, engine, state)
     if preempted and not done:
-        log.info("%s at step %d: checkpoint written; the launcher requeues", preemption.name, state["step"])
+        log.info("%s at step %d: checkpoint written; %s", preemption.name, state["step"], preemption.next_step)
         bar.close()
         preemption.hand_over()  # submitit's handler requeues the job and exits; without one, we exit
     if t["stop_after"] and state["step"] >= t["stop_after"] and not done:

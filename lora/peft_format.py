@@ -141,7 +141,12 @@ def _rescale(t: torch.Tensor, factor: float) -> torch.Tensor:
 def _peft_scale(cfg: dict, module: str, rank: int) -> float:
     alpha = cfg.get("lora_alpha", 8)
     for pattern, value in (cfg.get("alpha_pattern") or {}).items():  # PEFT's get_pattern_key rule
-        if re.match(rf"(.*\.)?({pattern})$", module):
+        try:
+            matched = re.match(rf"(.*\.)?({pattern})$", module)
+        except re.error as err:
+            why = f"alpha_pattern key {pattern!r} is not a regular expression ({err})"
+            raise LoRAError(f"adapter_config.json: {why}") from None
+        if matched:
             alpha = value
             break
     return alpha / (math.sqrt(rank) if cfg.get("use_rslora") else rank)

@@ -8,6 +8,7 @@ little padding is computed; the results come back in the order of the inputs.
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import torch
@@ -29,15 +30,49 @@ class DecodeError(TaskError):
     """Decoding settings that cannot work with this model or input."""
 
 
+# What each setting may be: (what the message says, the test). Checked when the task is built, so a bad
+# setting is refused before training instead of failing after it.
+_ALLOWED = {
+    "num_beams": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+    "length_penalty": ("a finite number", lambda v: _number(v) and math.isfinite(v)),
+    "no_repeat_ngram_size": ("an integer >= 0 (0: no ban)", lambda v: _int(v) and v >= 0),
+    "max_new_tokens": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+    "batch_size": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+}
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def decoding_settings(settings: dict | None) -> dict:
+    """`DEFAULTS` updated by `settings`, each checked; a DecodeError names the first bad one.
+
+    >>> decoding_settings({"num_beams": 0})
+    Traceback (most recent call last):
+    ...
+    experiments.tasks.generation.DecodeError: task.decoding.num_beams must be an integer >= 1, got 0
+    """
+    s = {**DEFAULTS, **(settings or {})}
+    unknown = set(s) - set(DEFAULTS)
+    if unknown:
+        raise DecodeError(f"unknown decoding settings {sorted(unknown)}; known: {', '.join(DEFAULTS)}")
+    for key, (allowed, ok) in _ALLOWED.items():
+        if not ok(s[key]):
+            raise DecodeError(f"task.decoding.{key} must be {allowed}, got {s[key]!r}")
+    return s
+
+
 @torch.no_grad()
 def generate(
     model, tokenizer, contexts: list[list[int]], settings: dict | None, device, desc: str = "decode"
 ) -> list[str]:
     """The decoded completion of every context (one line each: cut at the first newline, stripped)."""
-    s = {**DEFAULTS, **(settings or {})}
-    unknown = set(s) - set(DEFAULTS)
-    if unknown:
-        raise DecodeError(f"unknown decoding settings {sorted(unknown)}; known: {', '.join(DEFAULTS)}")
+    s = decoding_settings(settings)
     unique = list(dict.fromkeys(map(tuple, contexts)))
     order = sorted(range(len(unique)), key=lambda i: len(unique[i]))
     texts: dict[tuple, str] = {}

@@ -7,6 +7,7 @@ hub's `nyu-mll/glue` when the files are absent and the hub is reachable.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class GlueSpec:
     header: tuple[str, ...] | None = None  # for files without a header row (CoLA)
     hub_eval: dict | None = None  # our split name -> hub split name, where they differ
     regression: bool = False  # a real-valued score (STS-B) instead of classes
+    label_range: tuple[float, float] = (0, 1)  # numeric labels: the classes' ids, or the scores' range
 
 
 SPECS = {
@@ -43,7 +45,8 @@ SPECS = {
     "qnli": GlueSpec("QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), ("accuracy",)),
     "qqp": GlueSpec("QQP", ("question1", "question2"), "is_duplicate", None, ("accuracy", "f1")),
     "rte": GlueSpec("RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), ("accuracy",)),
-    "stsb": GlueSpec("STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"), regression=True),
+    "stsb": GlueSpec("STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"), regression=True,
+                     label_range=(0, 5)),
 }  # fmt: skip
 
 _HUB_TEXT = {"mnli": ("premise", "hypothesis"), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
@@ -60,6 +63,8 @@ class GlueTask:
     def __init__(self, name: str, data_dir: str | None = None, hub: bool = True, max_length: int = 128):
         if name not in SPECS:
             raise TaskError(f"unknown GLUE task {name!r}; choose from {', '.join(SPECS)}")
+        if not isinstance(max_length, int) or max_length < 2:
+            raise TaskError(f"task.max_length must be an integer >= 2, got {max_length!r}")
         self.name, self.spec, self.hub, self.max_length = name, SPECS[name], hub, max_length
         self.dir = Path(data_dir) if data_dir else default_dir()
         self.regression = self.spec.regression
@@ -159,13 +164,25 @@ def read_tsv(file: Path, spec: GlueSpec) -> list[Example]:
         raise TaskError(f"{file} lacks the columns {missing}; found {list(rows[0])}")
     out = []
     for i, row in enumerate(rows):
-        raw = row[spec.label]
-        try:
-            label = spec.labels.index(raw) if spec.labels else float(raw) if spec.regression else int(raw)
-        except (ValueError, TypeError):
-            raise TaskError(f"{file} row {i + 2}: label {raw!r} is not one of {spec.labels or 'the numbers'}") from None
+        label = _label(row[spec.label], spec, file, i + 2)
         texts = [row[c] for c in spec.text]
         if any(t is None for t in texts):
             raise TaskError(f"{file} row {i + 2} has too few columns (tab-separated {', '.join(spec.text)} expected)")
         out.append(Example(texts[0], texts[1] if len(texts) > 1 else None, label))
     return out
+
+
+def _label(raw, spec: GlueSpec, file: Path, line: int) -> int | float:
+    """A row's label, checked against the task at reading time: a label the model has no class for (SST-2's 2)
+    or a score that is no number (STS-B's nan) would otherwise fail mid-training, or not at all."""
+    try:
+        if spec.labels:
+            return spec.labels.index(raw)
+        value = float(raw) if spec.regression else int(raw)
+    except (ValueError, TypeError):
+        raise TaskError(f"{file} row {line}: label {raw!r} is not one of {spec.labels or 'the numbers'}") from None
+    lo, hi = spec.label_range
+    if not (math.isfinite(value) and lo <= value <= hi):
+        kind = "score" if spec.regression else "label"
+        raise TaskError(f"{file} row {line}: {kind} {raw!r} is outside {spec.folder}'s range [{lo}, {hi}]")
+    return value

@@ -21,7 +21,7 @@ from ..metrics import require_java, score
 from ..models import max_positions
 from ..paths import data_dir as default_data_dir
 from .base import TaskError
-from .generation import DEFAULTS, generate
+from .generation import DEFAULTS, decoding_settings, generate
 from .nlg_files import Record, read_dart, read_e2e, read_webnlg
 
 
@@ -78,7 +78,15 @@ class NLGTask:
         self.name, self.spec, self.format, self.hub = name, SPECS[name], format, hub
         self.dir = Path(data_dir) if data_dir else default_data_dir() / name
         self.max_length, self.separator, self.good_only = max_length, separator, good_only
+        splits = {**self.spec.official, **self.spec.lora}
+        if decode_split not in splits:
+            raise TaskError(f"task.decode_split must be one of {', '.join(splits)}, got {decode_split!r}")
+        if decode_limit is not None and (not isinstance(decode_limit, int) or decode_limit < 1):
+            raise TaskError(f"task.decode_limit must be an integer >= 1 or null, got {decode_limit!r}")
+        if not isinstance(max_length, int) or max_length < 2:
+            raise TaskError(f"task.max_length must be an integer >= 2, got {max_length!r}")
         self.decode_split, self.decode_limit = decode_split, decode_limit
+        decoding_settings(decoding)  # refused now, not after training
         self.decoding = dict(decoding or {})
 
     def preflight(self):

@@ -137,6 +137,45 @@ def test_a_checkpoint_that_fails_its_checksum_is_not_resumed_from(tmp_path):
     assert folder.latest_checkpoint() is None  # the older one was removed when step 4 completed
 
 
+def test_a_damaged_checkpoint_is_set_aside_and_said_on_the_terminal_and_in_the_log(tmp_path, capfd):
+    """Before, the damaged checkpoint was skipped with a warning nobody saw, the run restarted from step 0 and
+    deleted the checkpoint at its end. Now it is kept under damaged-checkpoints/ and the resume says so."""
+    run(config(tmp_path, *TINY, "trainer.stop_after=4"))
+    ckpt = RunFolder(tmp_path).latest_checkpoint()
+    state = ckpt / "state.json"
+    changed = state.read_text().replace('"step": 4', '"step": 3')
+    state.write_text(changed)
+    capfd.readouterr()
+    metrics = run(config(tmp_path, *TINY))
+    said = capfd.readouterr().err
+    aside = tmp_path / "damaged-checkpoints" / "step-0000004"
+    for text in (said, (tmp_path / "log.txt").read_text()):
+        assert f"checkpoint {ckpt} is damaged (state.json does not match its checksum" in text, text[-2000:]
+        assert f"kept as {aside}" in text and "training starts from step 0" in text
+    assert (aside / "state.json").read_text() == changed and verify(aside) is not None
+    assert metrics["status"] == "complete" and metrics["steps"] == 8 and not (tmp_path / "checkpoints").exists()
+
+
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_with_one_line(tmp_path):
+    """SIGINT is handled like SIGTERM: before, Ctrl-C printed a 79-line traceback and left no checkpoint."""
+    import signal
+    import time
+
+    long = [*TINY, "trainer.max_steps=60", "trainer.save_every=1000", "trainer.log_every=2", "trainer.eval_every=60"]
+    cmd = [sys.executable, str(HARNESS), "none", "0", str(tmp_path / "run"), *long]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while "step 4 " not in _read(tmp_path / "run" / "log.txt") and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGINT and "Traceback" not in err, err[-2000:]
+    ckpt = RunFolder(tmp_path / "run").latest_checkpoint()
+    assert ckpt is not None and verify(ckpt) is None
+    log = _read(tmp_path / "run" / "log.txt")
+    assert f"SIGINT at step {int(ckpt.name.split('-')[1])}: checkpoint written; run the same command again" in log
+
+
 def test_stale_temporary_files_of_a_killed_run_are_swept_on_resume(tmp_path):
     run(config(tmp_path, *TINY, "trainer.stop_after=2"))
     stale = tmp_path / ".metrics.json.abc123.tmp"

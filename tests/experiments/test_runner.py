@@ -226,6 +226,26 @@ def test_trainer_values_out_of_range_are_one_clear_error(override, message, tmp_
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_a_start_that_failed_before_any_checkpoint_does_not_block_the_corrected_command(tmp_path):
+    """Before, the failed start's config.yaml made the folder refuse the corrected config."""
+    with pytest.raises(baselines.MethodError, match="must leave at least one of the 2 blocks"):
+        run(config(tmp_path, "model=tiny_bert", "task=rte", *TINY, "method=adapter_d"))
+    assert (tmp_path / "config.yaml").exists()
+    metrics = run(config(tmp_path, "model=tiny_bert", "task=rte", *TINY, "method=adapter_h"))
+    assert metrics["status"] == "complete" and "never reached a checkpoint" in (tmp_path / "log.txt").read_text()
+
+
+def test_every_job_of_a_sweep_gets_its_own_default_folder(tmp_path):
+    """The README's sweep failed from its second job: every job resolved `${now:}` to one folder."""
+    tiny = ["model=tiny_bert", "task=rte", "trainer.max_steps=1", "trainer.train_limit=8", "trainer.eval_limit=8",
+            "trainer.batch_size=8"]  # fmt: skip
+    done = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "method.r=1,2,4", *tiny], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    folders = sorted(p.parent.name for p in (tmp_path / "runs").rglob("metrics.json"))
+    assert len(folders) == 3 and [f.rsplit("-", 1)[1] for f in folders] == ["0", "1", "2"], folders
+
+
 def test_a_folder_holding_other_files_is_never_claimed(tmp_path):
     (tmp_path / "thesis.tex").write_text("years of work")
     with pytest.raises(RunError, match="already holds other files"):
