@@ -131,7 +131,7 @@ def load_run(run: Path, base: str | None = None):
         method = read_config(run)["method"].get("name")
         if method not in ("lora", "lora_prefix_embed", "lora_prefix_layer"):
             raise AmplificationError(f"{run} is a {method} run; Table 7 needs a LoRA adapter")
-        trained = load_trained(run, base)
+        trained = load_trained(run, base, tokenizer=False)
     except RunError as err:
         raise AmplificationError(str(err)) from None
     return trained.model, trained.config

@@ -17,8 +17,6 @@ import statistics
 import sys
 from pathlib import Path
 
-from experiments.runs import find_runs, read_config, read_metrics
-
 PAPER = "Hu et al. (2021), LoRA, arXiv:2106.09685v2"
 
 # Table 5: 18M trainable parameters on GPT-3 175B; (targets, r) -> (WikiSQL +-0.5%, MultiNLI +-0.1%).
@@ -70,6 +68,8 @@ class TablesError(ValueError):
 
 def run_folders(runs_dir: Path) -> list[Path]:
     """Every folder under `runs_dir` (itself included) holding config.yaml and metrics.json, sorted."""
+    from experiments.runs import find_runs  # here: `python -m analysis.tables` starts without torch
+
     return find_runs(runs_dir)
 
 
@@ -106,6 +106,8 @@ def lora_shape(method: dict) -> tuple[tuple[str, ...], int | None]:
 
 def row_of(folder: Path, root: Path) -> dict:
     """One run as a flat row: what was run (config.yaml) and what came of it (metrics.json)."""
+    from experiments.runs import read_config, read_metrics
+
     cfg, m = read_config(folder), read_metrics(folder)
     method, trainer = cfg.get("method", {}), cfg.get("trainer", {})
     metric = m.get("metric")

@@ -19,7 +19,7 @@ from lora.files import write_text
 
 from .cli import USER_ERRORS
 from .runs import DECODES_DIR, PREDICTIONS_DIR, RunError, check_trained, load_trained, read_config
-from .tasks import NLG_TASKS
+from .tasks import NLG_TASKS, build_task
 from .tasks.generation import DEFAULTS
 
 
@@ -37,9 +37,9 @@ def decode_run(run: Path, name: str, limit: int | None = None, split: str | None
         )
     overrides = {"decode_limit": limit, "decoding": {**saved.get("decoding", {}), **(settings or {})}}
     overrides["decode_split"] = split or saved.get("decode_split", "test")
+    build_task({**saved, **overrides}).preflight()  # no Java for METEOR: refused before any model loads
     trained = load_trained(run, task_overrides=overrides)
     task, model = trained.task, trained.model
-    task.preflight()
     if getattr(model, lora.model.CONFIG_ATTR, None) is not None:
         lora.merge(model)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -98,7 +98,7 @@ def prepared_model(model: str | dict, method: dict, task, tokenizer, seed: int) 
     """The base model with the head `task` needs and the method applied: the same on every process, and
     the same again when a finished run is rebuilt (`experiments.runs.load_trained`), through the seed."""
     built = build(model, head=task.head, num_labels=task.num_labels, seed=seed)
-    if built.config.pad_token_id is None:  # decoder classifiers find the last token through the pad id
+    if tokenizer is not None and built.config.pad_token_id is None:  # decoder classifiers find the last token
         built.config.pad_token_id = tokenizer.pad_token_id
     return baselines.prepare(built, method)
 

@@ -318,24 +318,27 @@ class Trained:
     config: dict
 
 
-def load_trained(run: Path, base: str | None = None, task_overrides: dict | None = None) -> Trained:
-    """Rebuild the model a run trained: its base model (or the model config `base`, e.g. a larger copy),
-    the run's method applied as training applied it, and the trained tensors of adapter.safetensors loaded
-    with every check (names, shapes). `task_overrides` change task settings such as decoding."""
+def load_trained(
+    run: Path, base: str | None = None, task_overrides: dict | None = None, tokenizer: bool = True
+) -> Trained:
+    """Rebuild the model a run trained: its base model (or the model config `base`: the same architecture
+    with other weights, e.g. real ones for a run on a random copy), the run's method applied as training
+    applied it, and the trained tensors of adapter.safetensors loaded with every check (names, shapes).
+    `task_overrides` change task settings such as decoding; `tokenizer=False` loads none (weights only)."""
     run = Path(run)
     check_trained(run)
     cfg = read_config(run)
     adapter = run / ADAPTER_FILE
     model_cfg = cfg["model"] if base in (None, cfg["model"]["name"]) else model_conf(base)
     task = build_task({**cfg["task"], **(task_overrides or {})})
-    tokenizer = load_tokenizer(model_cfg)
-    model = prepared_model(model_cfg, cfg["method"], task, tokenizer, seed=cfg["trainer"]["seed"])
+    tok = load_tokenizer(model_cfg) if tokenizer else None
+    model = prepared_model(model_cfg, cfg["method"], task, tok, seed=cfg["trainer"]["seed"])
     tensors, _ = read_safetensors(adapter)
     try:
         load_tensors(model, tensors, source=adapter, base_model=cfg["model"]["name"])
     except LoRAError as err:
         raise RunError(f"the run does not fit {model_cfg['name']}: {err}") from None
-    return Trained(model, tokenizer, task, cfg)
+    return Trained(model, tok, task, cfg)
 
 
 # --- what a run records about where it ran ---------------------------------------------------------------------

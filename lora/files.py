@@ -2,8 +2,8 @@
 
 Every write goes to a hidden temporary beside its target, is fsynced and renamed into place, so a reader
 (or a run resumed after a kill) sees the old file or the new one, never half of one. Readers turn a missing,
-truncated or mis-encoded file into one line that names the file. The library, the runner and the analysis
-all write through here; nothing else in the project opens a result file for writing by itself.
+truncated or mis-encoded file into one line that names the file. Adapter files, run folders and checkpoints
+are written through here.
 """
 
 from __future__ import annotations
@@ -91,9 +91,10 @@ def read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
         ) from None
 
 
-def read_text(path: str | Path, error: type[Exception], hint: str = "") -> str:
-    """The text of a UTF-8 file (a byte-order mark is dropped), or `error` with one line naming the file:
-    missing, a folder, not UTF-8, or empty. `hint` says what to do about a file that is missing.
+def read_text(path: str | Path, error: type[Exception], hint: str = "", keep_bom: bool = False) -> str:
+    """The text of a UTF-8 file (a byte-order mark is dropped unless `keep_bom`, as a reader that must match
+    another program's may need), or `error` with one line naming the file: missing, a folder, not UTF-8, or
+    empty. `hint` says what to do about a file that is missing.
 
     >>> import tempfile; f = Path(tempfile.mkdtemp()) / "p.txt"
     >>> _ = f.write_bytes(b"\\xef\\xbb\\xbfa line\\n")
@@ -110,7 +111,7 @@ def read_text(path: str | Path, error: type[Exception], hint: str = "") -> str:
     if not file.is_file():
         raise error(f"{file} not found (no such file){'; ' + hint if hint else ''}")
     try:
-        text = file.read_bytes().decode("utf-8-sig")
+        text = file.read_bytes().decode("utf-8" if keep_bom else "utf-8-sig")
     except UnicodeDecodeError as err:
         raise error(f"{file} is not valid UTF-8 ({err.reason} at byte {err.start}); re-download it") from None
     if not text.strip():

@@ -3,8 +3,9 @@
     python -m lora.serve --base /path/to/hf/folder --task generate --adapters DIR --port 8000
     python -m experiments.serve --model minilm_l6 --task classify --adapters runs/adapters/
 
-The library serves the model it is given (`serve(model, tokenizer, args)`); this module's command line
-loads a transformers folder, `experiments.serve` builds one of this repository's model configs.
+The library serves the model it is given (`serve(args, load_model)`, `load_model()` giving the model and
+tokenizer); this module's command line loads a transformers folder, `experiments.serve` builds one of this
+repository's model configs.
 
     curl -s localhost:8000/classify -d '{"adapter": "sst2", "text": "a gripping film"}'
     curl -s localhost:8000/generate -d '{"adapter": "e2e", "prompt": "name[Aromi]", "max_new_tokens": 32}'

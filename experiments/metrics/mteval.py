@@ -14,6 +14,7 @@ reference length. That is the only difference between the two NIST variants; BLE
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import Counter, defaultdict
@@ -40,6 +41,8 @@ _PUNCT = [
     (re.compile(r"([0-9])(-)"), r"\1 \2 "),
     (re.compile(r"\s+"), " "),
 ]
+
+log = logging.getLogger(__name__)
 
 
 def tokenize(sent: str) -> list[str]:
@@ -119,6 +122,10 @@ def _bleu(data: list[tuple[list[str], list[list[str]]]], max_ngram: int = 4) -> 
             cand[i] += len(hyp) - i
         # closest reference length, ties to the shorter one
         ref_len += len(min(rs, key=lambda r: (abs(len(r) - len(hyp)), len(r))))
+    if min(cand) <= 0:  # `len(hyp) - i` per output, as the official code counts: negative for short outputs
+        n, count = cand.index(min(cand)) + 1, min(cand)
+        log.warning("outputs this short leave a %d-gram candidate count of %d: BLEU is not a precision here "
+                    "(the official script computes the same, and can exceed 1)", n, count)  # fmt: skip
     bp = 1.0
     if cand[0] <= ref_len:
         bp = math.exp(1.0 - ref_len / (float(cand[0]) if cand[0] else 1e-5))

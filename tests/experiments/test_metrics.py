@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import sacrebleu
@@ -231,3 +232,49 @@ def test_missing_java_is_one_clear_error(tmp_path, monkeypatch):
     with pytest.raises(JavaMissing, match="apt install default-jre-headless"):
         e2e_scores([["a"]], ["a"])
     assert issubclass(JavaMissing, RuntimeError)
+
+
+# --- edge cases against the official script ----------------------------------------------------------------------
+# Golden values printed by tuetschek/e2e-metrics @ 1b9c4d8 (what microsoft/LoRA clones), Python 3.11, Java 17:
+#   (cd e2e-metrics && python measure_scores.py -p REF PRED), full precision from its own functions;
+# REF: the first 5 inputs of example-inputs/devel-conc.txt, PRED built from example-inputs/baseline-output.txt.
+OFFICIAL_EDGES = {
+    "bom": (0.6296641617767428, 5.344026867131259, 0.46322731382056376, 0.7633586735838536, 1.6469782490305076),
+    "last_empty": (0.6356751777116049, 4.673646049278661, 0.3960028203948872, 0.670759053090495, 1.6105579557023653),
+    "all_empty_but_one": (16.459565444281864, 0.00010721967815705452, 0.07730904843155342, 0.19025341130604287,
+                          0.2502049431783071),
+    "short": (2.668843145283325e-06, 3.85943880832764e-09, 0.09664580252127125, 0.22537899169053413,
+              0.03254431204019476),
+    "short_plus_exact_ref": (27.865778453304138, 0.0001803566704374187, 0.17166172942383792, 0.35191475813000056,
+                             0.42166058474206836),
+}  # fmt: skip
+
+
+def edge_case(examples, tmp_path, name) -> tuple[Path, Path]:
+    groups = [g.split("\n") for g in (examples / "devel-conc.txt").read_text().strip().split("\n\n")][:5]
+    preds = (examples / "baseline-output.txt").read_text().split("\n")[:5]
+    lines = {
+        "bom": preds,
+        "last_empty": [*preds[:4], ""],
+        "all_empty_but_one": ["", "", preds[2], "", ""],
+        "short": ["Alimentum", "Alimentum restaurant", "family-friendly", "city centre", "Alimentum"],
+        "short_plus_exact_ref": [groups[2][0], *["Alimentum"] * 4],
+    }[name]
+    refs, hyps = tmp_path / "refs.txt", tmp_path / "preds.txt"
+    refs.write_text("\n\n".join("\n".join(g) for g in groups) + "\n")
+    hyps.write_bytes((b"\xef\xbb\xbf" if name == "bom" else b"") + ("\n".join(lines) + "\n").encode())
+    return refs, hyps
+
+
+@needs_java
+@pytest.mark.parametrize("name", OFFICIAL_EDGES)
+def test_empty_short_and_bom_outputs_score_as_the_official_script(examples, tmp_path, caplog, name):
+    """A BOM stays part of the first prediction, as the official reader decodes it (before, ours dropped it);
+    outputs too short for 4-grams give the official BLEU above 1, and a warning says why."""
+    refs, hyps = edge_case(examples, tmp_path, name)
+    got = e2e_scores(read_refs(refs), read_predictions(hyps))
+    assert tuple(got[m] for m in E2E_METRICS) == pytest.approx(OFFICIAL_EDGES[name], rel=FULL_TOL, abs=1e-12)
+    if name == "bom":
+        assert "starts with a byte-order mark" in caplog.text
+    if got["BLEU"] > 1:
+        assert "BLEU is not a precision here" in caplog.text
