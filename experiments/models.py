@@ -210,15 +210,3 @@ def load_tokenizer(model: str | dict):
     if tok.pad_token is None:  # GPT-2 has none; Llama-family models reuse end-of-sequence
         tok.pad_token = tok.eos_token
     return tok
-
-
-def max_positions(config) -> int:
-    """The longest input a model takes, from its transformers config (RoBERTa reserves two positions for its
-    padding offset; a model without a limit gets a large number).
-
-    >>> from transformers import GPT2Config, RobertaConfig
-    >>> max_positions(GPT2Config(n_positions=64)), max_positions(RobertaConfig(max_position_embeddings=514))
-    (64, 512)
-    """
-    n = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 10**9
-    return n - 2 if getattr(config, "model_type", "") == "roberta" else n

@@ -24,11 +24,12 @@ from tqdm import tqdm
 import baselines
 import lora
 from lora.files import read_safetensors
+from lora.model import max_positions
 from lora.state import config_from_meta, load_tensors
 
 from . import checkpoints, engines
 from .config import validate
-from .models import check_loadable, load_tokenizer, max_positions, prepared_model
+from .models import check_loadable, load_tokenizer, prepared_model
 from .preemption import Preemption
 from .runs import RunError, RunFolder, environment
 from .tasks import Task, build_task, fitted

@@ -14,9 +14,9 @@ import time
 import torch
 from tqdm import tqdm
 
+from lora.model import max_positions
 from lora.padding import pad
 
-from ..models import max_positions
 from .base import TaskError
 
 # The paper's Table 11 (E2E); tasks override these in conf/task/*.yaml.

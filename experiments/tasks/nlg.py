@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from lora.files import write_text
+from lora.model import max_positions
 
 from ..metrics import require_java, score
-from ..models import max_positions
 from ..paths import data_dir as default_data_dir
 from .base import TaskError
 from .generation import DEFAULTS, decoding_settings, generate
