@@ -8,7 +8,9 @@ are written through here.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -50,7 +52,11 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
+            full = not issubclass(exc_type, OSError) and shutil.disk_usage(self.file.parent).free < 1 << 20
             os.unlink(self.tmp)
+            if full:  # torch.save says only "basic_ios::clear" or "PytorchStreamWriter failed" on a full disk
+                why = str(exc).splitlines()[0] if str(exc) else exc_type.__name__
+                raise OSError(errno.ENOSPC, f"No space left on device ({why})", str(self.file)) from None
             return False
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())

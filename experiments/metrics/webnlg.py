@@ -85,8 +85,8 @@ def meteor(references: Sequence[Sequence[str]], hypotheses: Sequence[str]) -> fl
     streams = padded(references, n)
     with tempfile.TemporaryDirectory(prefix="meteor-") as tmp:
         hyp_path, ref_path = Path(tmp) / "hypothesis", Path(tmp) / "reference"
-        hyp_path.write_text("\n".join(hypotheses), encoding="utf-8")
-        ref_path.write_text("\n".join(streams[k][i] for i in range(len(hypotheses)) for k in range(n)), "utf-8")
+        hyp_path.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")  # an empty last line counts
+        ref_path.write_text("".join(streams[k][i] + "\n" for i in range(len(hypotheses)) for k in range(n)), "utf-8")
         cmd = [java, "-Xmx2G", "-jar", str(METEOR_JAR), str(hyp_path), str(ref_path), "-l", "en", "-norm", "-r"]
         proc = subprocess.run([*cmd, str(n)], capture_output=True, cwd=METEOR_JAR.parent, check=False)
     out = proc.stdout.decode("utf-8", "replace").strip().splitlines()

@@ -278,3 +278,16 @@ def test_empty_short_and_bom_outputs_score_as_the_official_script(examples, tmp_
         assert "starts with a byte-order mark" in caplog.text
     if got["BLEU"] > 1:
         assert "BLEU is not a precision here" in caplog.text
+
+
+@needs_java
+def test_an_empty_last_webnlg_output_still_gets_all_three_scores():
+    """Before, METEOR read one line fewer than there were outputs and the whole scoring raised (the official
+    eval.py then reports BLEU and TER only). Lines now end with a newline, so an empty last output counts."""
+    from experiments.metrics import webnlg_scores
+
+    refs = [["the cat sat on the mat"], ["a dog barks loudly"], ["birds fly south"]]
+    empty = webnlg_scores(refs, ["the cat sat on a mat", "a dog barks", ""])
+    full = webnlg_scores(refs, ["the cat sat on a mat", "a dog barks", "birds fly south"])
+    assert set(empty) == {"BLEU", "METEOR", "TER"} and 0 < empty["METEOR"] < full["METEOR"]
+    assert empty["BLEU"] < full["BLEU"] and empty["TER"] > full["TER"]

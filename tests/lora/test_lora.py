@@ -362,3 +362,23 @@ def test_peft_adapters_that_modify_the_base_are_refused(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({**cfg, "init_lora_weights": "pissa"}))
     with pytest.raises(LoRAError, match="init_lora_weights='pissa', which changes the base weights"):
         lora.load(tiny("llama"), tmp_path)
+
+
+def test_a_write_that_fails_on_a_full_disk_names_the_file_and_the_cause(tmp_path, monkeypatch):
+    """torch.save on a full disk raises RuntimeError("basic_ios::clear"); the one line must say what happened."""
+    import shutil
+    from collections import namedtuple
+
+    from lora.files import atomic_path
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(100, 100, 0))
+    with (
+        pytest.raises(OSError, match=r"No space left on device \(basic_ios::clear") as err,
+        atomic_path(tmp_path / "optimizer.pt"),
+    ):
+        raise RuntimeError("basic_ios::clear: iostream error")
+    assert err.value.filename == str(tmp_path / "optimizer.pt") and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(100, 0, 100 << 20))
+    with pytest.raises(RuntimeError, match="another failure"), atomic_path(tmp_path / "optimizer.pt"):
+        raise RuntimeError("another failure")  # room on the disk: the error is left as it is
