@@ -36,3 +36,10 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch, capsys):
     assert main(["model=gpt3_175b", "method=bitfit", "model.arch.model_type=llama"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+
+
+def test_help_prints_the_usage_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "python -m experiments.estimate model=gpt3_175b" in out and not (tmp_path / "runs").exists()
