@@ -361,7 +361,7 @@ def _finish(r: _Run, model, started: float) -> dict:
     cfg, folder, task, state = r.cfg, r.folder, r.task, r.state
     is_lora = getattr(model, lora.model.CONFIG_ATTR, None) is not None
     if is_lora:
-        lora.save(model, folder.adapter)
+        lora.save(model, folder.adapter, base_model=cfg["model"].get("hub") or cfg["model"]["name"])
     else:  # the method's config in the header, so `baselines.load` can rebuild the model from the file alone
         baselines.save(model, folder.adapter)
     train_seconds = round(time.time() - started, 1)

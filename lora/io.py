@@ -24,11 +24,13 @@ ADAPTER_FILE = "adapter.safetensors"
 FORMAT_VERSION = "1"
 
 
-def save(model: nn.Module, path: str | os.PathLike, format: str = "lora") -> Path:
+def save(model: nn.Module, path: str | os.PathLike, format: str = "lora", base_model: str | None = None) -> Path:
     """Write the trained parameters of a LoRA model; returns the file (or PEFT folder) written.
 
     ``path`` is a ``.safetensors`` file or a folder (then ``folder/adapter.safetensors``);
-    ``format="peft"`` writes PEFT's folder layout instead, loadable by ``peft.PeftModel``.
+    ``format="peft"`` writes PEFT's folder layout instead, loadable by ``peft.PeftModel``. ``base_model`` names
+    the base model in the file (a hub id or a config name); by default the model's own name, and only the last
+    part of it when that is a local folder (a path on one machine means nothing on another).
     """
     if format == "peft":
         return save_peft(model, path)
@@ -39,7 +41,7 @@ def save(model: nn.Module, path: str | os.PathLike, format: str = "lora") -> Pat
     tensors = trainable_state(model)
     meta = {
         "lora_config": json.dumps(config.to_dict()),
-        "base_model": base_model_name(model),
+        "base_model": base_model or _portable(base_model_name(model)),
         "model_type": str(getattr(model.config, "model_type", "")),
         "format_version": FORMAT_VERSION,
     }
@@ -81,3 +83,12 @@ def _adapter_file(path: Path) -> Path:
     if path.suffix:
         raise LoRAError(f"{path}: an adapter path is a .safetensors file or a folder")
     return path / ADAPTER_FILE
+
+
+def _portable(name: str) -> str:
+    """A model name that means the same on any machine: a local folder's last part, a hub id as it is.
+
+    >>> _portable("/root/.cache/lora-repro/SmolLM2-135M"), _portable("gpt2-medium")
+    ('SmolLM2-135M', 'gpt2-medium')
+    """
+    return Path(name).name if Path(name).is_absolute() else name

@@ -120,18 +120,36 @@ def load_peft(model: nn.Module, folder: Path) -> nn.Module:
         if A is None or B is None:
             raise LoRAError(f"{folder} has no LoRA weights for {name}; it does not fit this model")
         peft_scale = _peft_scale(cfg, name, A.shape[0])
+        # PEFT's one pair for a fused matrix (GPT-2's c_attn) shares A among the q, k, v slices and stacks their B
+        # rows: each slice gets A whole and its rows of B. Ours (and what save_peft writes) stacks the slices' A.
+        shared = len(layer.slots) > 1 and A.shape[0] != sum(s.rank for s in layer.slots.values())
         row = 0
         for t, s in layer.slots.items():
-            ours[f"{name}.lora_A.{t}"] = A[row : row + s.rank]
-            ours[f"{name}.lora_B.{t}"] = _rescale(
-                B[s.offset : s.offset + s.width, row : row + s.rank], peft_scale / s.scale
-            )
+            cols = slice(0, A.shape[0]) if shared else slice(row, row + s.rank)
+            ours[f"{name}.lora_A.{t}"] = A[cols]
+            ours[f"{name}.lora_B.{t}"] = _rescale(B[s.offset : s.offset + s.width, cols], peft_scale / s.scale)
             row += s.rank
     for key, t in tensors.items():
         path = key.removeprefix(PREFIX).replace(".base_layer.", ".base.")
         ours[path] = t
+    if not cfg.get("ensure_weight_tying"):
+        _untie_saved_embedding(model, ours)
     load_tensors(model, ours, source=folder, base_model=str(cfg.get("base_model_name_or_path")))
     return model
+
+
+def _untie_saved_embedding(model: nn.Module, tensors: dict[str, torch.Tensor]):
+    """PEFT's `modules_to_save` trains a copy of the module: for an input embedding tied to the output layer,
+    the output layer keeps W0 in PEFT. Loading the saved embedding into the shared parameter would change the
+    output layer too (logits off by 1.3-2.7 on tiny GPT-2 and Llama); give the embedding its own parameter."""
+    embedding, output = model.get_input_embeddings(), model.get_output_embeddings()
+    weight = getattr(embedding, "weight", None)
+    if weight is None or output is None or getattr(output, "weight", None) is not weight:
+        return
+    name = next(n for n, p in model.named_parameters() if p is weight)
+    if name in tensors:
+        embedding.weight = nn.Parameter(weight.detach().clone(), requires_grad=weight.requires_grad)
+        model.config.tie_word_embeddings = False  # nothing may tie them again
 
 
 def _rescale(t: torch.Tensor, factor: float) -> torch.Tensor:
@@ -182,16 +200,11 @@ def _infer_config(model: nn.Module, cfg: dict, tensors: dict, source: Path) -> L
         parts = type_of.get(module)
         if parts is None:
             raise LoRAError(f"{source} adapts {module}, which is not one of the {family.name} weight types")
-        if len(parts) > 1:
-            raise LoRAError(
-                f"{source} adapts the fused {module} as one matrix; this library adapts its q, k, v slices "
-                "separately and cannot split a foreign update exactly"
-            )
-        (t,) = parts
         r = A.shape[0]
         alpha = _peft_scale(cfg, module, r) * (math.sqrt(r) if cfg.get("use_rslora") else r)
-        if ranks.setdefault(t, r) != r or not math.isclose(alphas.setdefault(t, alpha), alpha):
-            raise LoRAError(f"{source} uses different ranks or alphas for {t!r} in different layers; not supported")
+        for t in parts:  # a fused matrix (GPT-2's c_attn): each of its slices, with A shared (see load_peft)
+            if ranks.setdefault(t, r) != r or not math.isclose(alphas.setdefault(t, alpha), alpha):
+                raise LoRAError(f"{source} uses different ranks or alphas for {t!r} in different layers; not supported")
         if m := block.match(module):
             layers.add(int(m.group(1)))
     if not ranks:

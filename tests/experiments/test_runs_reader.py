@@ -35,6 +35,8 @@ def test_load_trained_rebuilds_every_method_with_the_saved_tensors(tmp_path, met
     params = dict(trained.model.named_parameters())
     assert saved and all(torch.equal(params[k], v) for k, v in saved.items())
     assert trained.config == read_config(folder) and trained.task.name == "rte"
+    if method == "lora":  # the base model by its config name (or hub id), never a path on this machine
+        assert json.loads((folder / "adapter.json").read_text())["base_model"] == "tiny_gpt2"
 
 
 @needs_rte

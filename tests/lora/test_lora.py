@@ -382,3 +382,51 @@ def test_a_write_that_fails_on_a_full_disk_names_the_file_and_the_cause(tmp_path
     monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(100, 0, 100 << 20))
     with pytest.raises(RuntimeError, match="another failure"), atomic_path(tmp_path / "optimizer.pt"):
         raise RuntimeError("another failure")  # room on the disk: the error is left as it is
+
+
+# --- PEFT adapters that used to be refused or loaded wrong (issue 19) ------------------------------------------
+
+
+def _peft_trained(family: str, folder, **config):
+    """A PEFT adapter with random B (and a changed modules_to_save copy), saved by PEFT itself."""
+    from peft import LoraConfig, get_peft_model
+
+    theirs = get_peft_model(tiny(family), LoraConfig(r=3, lora_alpha=6, fan_in_fan_out=family == "gpt2", **config))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    theirs.save_pretrained(folder)
+    return theirs.eval()
+
+
+@pytest.mark.parametrize(("family", "targets", "embedding"), [("llama", ["q_proj", "v_proj"], "embed_tokens"),
+                                                            ("gpt2", ["c_proj"], "wte")])  # fmt: skip
+def test_a_peft_embedding_in_modules_to_save_leaves_the_tied_output_layer_as_peft_does(family, targets, embedding,
+                                                                                        tmp_path):  # fmt: skip
+    """Before: the saved embedding was written into the parameter the output layer shares; logits 1.3-2.7 off."""
+    theirs = _peft_trained(family, tmp_path, target_modules=targets, modules_to_save=[embedding])
+    ours = lora.load(tiny(family), tmp_path)
+    assert rel_err(logits(ours, batch()), logits(theirs, batch())) < 1e-5
+    assert ours.get_input_embeddings().weight is not ours.get_output_embeddings().weight
+    torch.testing.assert_close(ours.get_output_embeddings().weight, tiny(family).get_output_embeddings().weight)
+
+
+@pytest.mark.parametrize("targets", [["c_attn"], ["c_attn", "c_proj", "c_fc"]])
+def test_peft_adapters_of_the_whole_fused_c_attn_load_exactly(targets, tmp_path):
+    """PEFT's default GPT-2 targets: one A shared by the q, k, v slices, B split by rows (was refused)."""
+    theirs = _peft_trained("gpt2", tmp_path, target_modules=targets)
+    ours = lora.load(tiny("gpt2"), tmp_path)
+    assert rel_err(logits(ours, batch()), logits(theirs, batch())) < 1e-5
+
+
+def test_our_gpt2_q_v_adapter_survives_a_peft_resave(tmp_path):
+    """PEFT re-saves without our header; the block-structured c_attn pair still loads exactly (was refused)."""
+    from peft import PeftModel
+
+    ours = randomize_lora(lora.apply(tiny("gpt2"), LoRAConfig(r={"q": 2, "v": 3}, alpha=4)))
+    lora.save(ours, tmp_path / "ours", format="peft")
+    PeftModel.from_pretrained(tiny("gpt2"), tmp_path / "ours").save_pretrained(tmp_path / "resaved")
+    back = lora.load(tiny("gpt2"), tmp_path / "resaved")
+    assert rel_err(logits(back, batch()), logits(ours, batch())) < 1e-5
