@@ -40,6 +40,8 @@ class TrainerConfig:
     threads: int | None = None  # torch threads; None = torch's default
     resume: str = "auto"  # auto: continue from a checkpoint in output_dir; never: refuse a used folder
     init_adapter: str | None = None  # start from the LoRA matrices of an adapter file (MRPC from MNLI)
+    eval_adapter: str | None = None  # evaluate this trained adapter (ours, PEFT's, a loralib .pt/.bin): max_steps=0
+    adapter_alpha: float | None = None  # a loralib checkpoint's lora_alpha (its file does not store it)
     stop_after: int | None = None  # stop as if killed after this many optimizer steps (resume tests)
     # Where it trains (experiments/engines.py); conf/trainer/{ddp,deepspeed_zero2,...}.yaml set these.
     engine: str = "single"  # single | ddp | deepspeed; several processes come from torchrun
@@ -71,6 +73,7 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "stop_after": (">= 1 or null", lambda v: v >= 1),
     "seed": (f"in [0, {_INT32}]", lambda v: 0 <= v <= _INT32),
     "threads": (">= 1 or null (torch's default)", lambda v: v >= 1),
+    "adapter_alpha": ("> 0 or null", lambda v: v > 0),
 }
 
 
@@ -87,6 +90,9 @@ def validate(t: dict):
         if not math.isfinite(value) or not ok(value):
             hint = " (or set trainer.max_steps)" if key == "epochs" else ""
             raise RunError(f"trainer.{key} must be {allowed}{hint}, got {value}")
+    if t.get("eval_adapter") and (t.get("max_steps") != 0 or t.get("init_adapter")):
+        raise RunError("trainer.eval_adapter evaluates a trained adapter: set trainer.max_steps=0 and no "
+                       "trainer.init_adapter (to train on from an adapter, use trainer.init_adapter)")  # fmt: skip
     if t.get("resume") not in ("auto", "never"):
         raise RunError(f"trainer.resume must be auto or never, got {t.get('resume')!r}")
 

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import baselines
+import lora
 
 from .paths import CONF_DIR, cache_dir
 
@@ -101,6 +102,20 @@ def prepared_model(model: str | dict, method: dict, task, tokenizer, seed: int) 
     if tokenizer is not None and built.config.pad_token_id is None:  # decoder classifiers find the last token
         built.config.pad_token_id = tokenizer.pad_token_id
     return baselines.prepare(built, method)
+
+
+def adapter_model(model: str | dict, adapter: str | Path, task, tokenizer, seed: int, alpha: float | None = None):
+    """The base model with a trained adapter loaded, head included, to evaluate without training: ours or
+    PEFT's (its config comes from the file) or a microsoft/LoRA loralib checkpoint (`alpha` must be given)."""
+    built = build(model, head=task.head, num_labels=task.num_labels, seed=seed)
+    if tokenizer is not None and built.config.pad_token_id is None:
+        built.config.pad_token_id = tokenizer.pad_token_id
+    path = Path(adapter)
+    if path.suffix in (".pt", ".bin", ".pth"):
+        if alpha is None:
+            raise ModelError(f"{path} is a loralib checkpoint without its alpha: set trainer.adapter_alpha")
+        return lora.load_loralib(built, path, alpha=alpha)
+    return lora.load(built, path)
 
 
 def local_weights(conf: dict) -> Path | None:

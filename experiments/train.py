@@ -11,10 +11,12 @@ answered with a checkpoint first.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from lora.state import config_from_meta, load_tensors
 
 from . import checkpoints, engines
 from .config import validate
-from .models import check_loadable, load_tokenizer, prepared_model
+from .models import adapter_model, check_loadable, load_tokenizer, prepared_model
 from .preemption import Preemption
 from .runs import RunError, RunFolder, environment
 from .tasks import Task, build_task, fitted
@@ -114,6 +116,7 @@ class _Run:
     total: int  # optimizer steps
     per_epoch: int
     special: dict | None  # the prefix methods' token ids (read before an engine wraps the model)
+    rebuild: Callable[[], torch.nn.Module]  # the same model again (ZeRO-3's last part needs a whole copy)
     state: dict = field(default_factory=dict)
     wandb_run: object = None
 
@@ -138,8 +141,7 @@ def _train_into(folder: RunFolder, cfg: dict, engine: engines.Engine) -> dict:
     trained = engine.trainable_state()  # every process: partitioned parameters are gathered
     if not engine.is_main:
         return {"status": "complete", "rank": engine.rank}
-    model = engine.final_model(trained, lambda: prepared_model(cfg["model"], cfg["method"], r.task, r.tokenizer,
-                                                               cfg["trainer"]["seed"]))  # fmt: skip
+    model = engine.final_model(trained, r.rebuild)
     metrics = _finish(r, model, started)
     if r.wandb_run:
         r.wandb_run.summary.update({f"best/{k}": v for k, v in metrics["best"].items() if isinstance(v, float)})
@@ -163,7 +165,8 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     train_set = task.examples("train")[: t["train_limit"]] if t["max_steps"] != 0 else []
     eval_sets = {s: task.examples(s)[: t["eval_limit"]] for s in task.eval_splits}
     tokenizer = load_tokenizer(cfg["model"])
-    model = prepared_model(cfg["model"], cfg["method"], task, tokenizer, t["seed"])
+    rebuild = functools.partial(_model_for, cfg, task, tokenizer)
+    model = rebuild()
     task = fitted(task, max_positions(model.config))
     if t["init_adapter"]:
         _init_from_adapter(model, Path(t["init_adapter"]))
@@ -174,7 +177,8 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     total = t["max_steps"] if t["max_steps"] is not None else math.ceil(per_epoch * t["epochs"])
     warmup = t["warmup_steps"] or round(t["warmup_ratio"] * total)
     model = engine.prepare(model, _param_groups(model, t["weight_decay"]), t["lr"], warmup, total)
-    r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, counts, total, per_epoch, special)
+    r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, counts, total, per_epoch, special,
+             rebuild)  # fmt: skip
     r.state = {"step": 0, "epoch": 0, "batch": 0, "evals": [], "best": None, "loss": None, "train_seconds": 0.0}
     if checkpoint is not None:
         r.state = checkpoints.restore(checkpoint, engine)
@@ -183,6 +187,15 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
         log.warning("no good checkpoint left: training starts from step 0")
     r.wandb_run = _wandb(cfg, folder.path) if cfg.get("logger", {}).get("wandb") and engine.is_main else None
     return r
+
+
+def _model_for(cfg: dict, task: Task, tokenizer) -> torch.nn.Module:
+    """The model this run trains (the method applied to the base model) or only evaluates
+    (`trainer.eval_adapter`: a trained adapter loaded onto it, its own config and head)."""
+    t = cfg["trainer"]
+    if t["eval_adapter"]:
+        return adapter_model(cfg["model"], t["eval_adapter"], task, tokenizer, t["seed"], alpha=t["adapter_alpha"])
+    return prepared_model(cfg["model"], cfg["method"], task, tokenizer, t["seed"])
 
 
 def _loop(r: _Run, started: float) -> dict | None:
@@ -387,6 +400,7 @@ def _finish(r: _Run, model, started: float) -> dict:
         "wall_seconds": round(time.time() - started, 1),
         "train_seconds": train_seconds,
         "final_seconds": round(time.time() - final_started, 1),
+        **({"evaluated_adapter": cfg["trainer"]["eval_adapter"]} if cfg["trainer"]["eval_adapter"] else {}),
         **environment(),
     }
     folder.write_metrics(metrics)

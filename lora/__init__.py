@@ -17,6 +17,7 @@ from .config import WEIGHT_TYPES, LoRAConfig, LoRAError
 from .families import FAMILIES, Family, family_of
 from .io import load, save, trainable_state
 from .layer import LoRALayer
+from .loralib_format import load_loralib
 from .model import ParamCount, apply, count, lora_layers, merge, unload, unmerge
 from .swap import HotSwap
 
@@ -33,6 +34,7 @@ __all__ = [
     "count",
     "family_of",
     "load",
+    "load_loralib",
     "lora_layers",
     "merge",
     "multi",

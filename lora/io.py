@@ -80,6 +80,11 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
 def _adapter_file(path: Path) -> Path:
     if path.suffix == ".safetensors":
         return path
+    if path.suffix in (".pt", ".bin", ".pth"):
+        raise LoRAError(
+            f"{path} is a pickled checkpoint (microsoft/LoRA, loralib): read it with "
+            "lora.load_loralib(model, file, alpha=...), alpha being its training script's (the file has none)"
+        )
     if path.suffix:
         raise LoRAError(f"{path}: an adapter path is a .safetensors file or a folder")
     return path / ADAPTER_FILE

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 from analysis.amplification import AmplificationError, analyse, load_run
 from experiments.cli import compose
 from experiments.decode import decode_run
+from experiments.models import ModelError
 from experiments.paths import data_dir
 from experiments.runs import RunError, RunFolder, find_runs, load_trained, read_config, read_metrics
 from experiments.tasks import GlueTask, NLGTask, Task, TaskError, build_task, fitted
@@ -99,3 +100,43 @@ def test_fitting_a_task_to_a_model_leaves_the_task_as_it_was():
     task = build_task({"name": "e2e", "max_length": 128})
     short = fitted(task, 64)
     assert (short.max_length, task.max_length) == (64, 128) and fitted(task, 1024).max_length == 128
+
+
+# --- evaluating a trained adapter without training (issue 19) ---------------------------------------------
+
+
+def test_an_evaluation_only_run_reproduces_the_dev_metric_of_the_run_that_trained_the_adapter(tmp_path):
+    if not (data_dir() / "glue" / "RTE").exists():
+        pytest.skip(f"no GLUE RTE under {data_dir()}")
+    bert = ["model=tiny_bert", "task=rte", "trainer.train_limit=32", "trainer.eval_limit=24", "trainer.batch_size=8"]
+    trained = run(OmegaConf.to_container(compose([f"trainer.output_dir={tmp_path}/a", *bert, "trainer.max_steps=4",
+                                                  "trainer.lr=1e-2", "method.r=4"]), resolve=True))  # fmt: skip
+    again = run(OmegaConf.to_container(compose([f"trainer.output_dir={tmp_path}/b", *bert, "trainer.max_steps=0",
+                                                f"trainer.eval_adapter={tmp_path}/a/adapter.safetensors",
+                                                "method.r=2"]), resolve=True))  # fmt: skip  # the file's r=4 wins
+    assert again["best"]["dev/accuracy"] == trained["final"]["dev/accuracy"]
+    assert again["evaluated_adapter"].endswith("a/adapter.safetensors") and again["steps"] == 0
+
+
+def test_an_evaluation_only_nlg_run_reproduces_the_test_scores(tmp_path):
+    if not (data_dir() / "e2e" / "trainset.csv").exists():
+        pytest.skip(f"no E2E under {data_dir()}")
+    gpt2 = ["model=tiny_gpt2", "task=e2e", "trainer.train_limit=16", "trainer.eval_limit=8", "trainer.batch_size=8",
+            "task.decode_limit=3", "task.decoding.num_beams=2", "task.decoding.max_new_tokens=6"]  # fmt: skip
+    trained = run(OmegaConf.to_container(compose([f"trainer.output_dir={tmp_path}/a", *gpt2, "trainer.max_steps=3",
+                                                  "trainer.lr=1e-2"]), resolve=True))  # fmt: skip
+    again = run(OmegaConf.to_container(compose([f"trainer.output_dir={tmp_path}/b", *gpt2, "trainer.max_steps=0",
+                                                f"trainer.eval_adapter={tmp_path}/a"]), resolve=True))  # fmt: skip
+    assert again["test"] == trained["test"]
+    assert (tmp_path / "b/predictions/test.txt").read_text() == (tmp_path / "a/predictions/test.txt").read_text()
+
+
+def test_a_loralib_checkpoint_without_its_alpha_is_refused_before_training(tmp_path):
+    torch.save({"transformer.h.0.attn.c_attn.lora_A": torch.zeros(8, 32)}, tmp_path / "lora.pt")
+    overrides = [f"trainer.output_dir={tmp_path}/out", *TINY[:2], "trainer.max_steps=0",
+                 f"trainer.eval_adapter={tmp_path}/lora.pt"]  # fmt: skip
+    with pytest.raises(ModelError, match="without its alpha: set trainer.adapter_alpha"):
+        run(OmegaConf.to_container(compose(overrides), resolve=True))
+    with pytest.raises(RunError, match="set trainer.max_steps=0"):
+        run(OmegaConf.to_container(compose([*overrides[:-2], f"trainer.eval_adapter={tmp_path}/lora.pt"]),
+                                   resolve=True))  # fmt: skip
