@@ -378,8 +378,8 @@ def _finish(r: _Run, model, started: float) -> dict:
     else:  # the method's config in the header, so `baselines.load` can rebuild the model from the file alone
         baselines.save(model, folder.adapter)
     train_seconds = round(time.time() - started, 1)
-    if is_lora:
-        lora.merge(model)  # what the task does last (NLG decoding) runs at the base model's speed
+    if is_lora and task.head == "causal_lm":
+        lora.merge(model)  # NLG decoding, the last thing the task does, runs at the base model's speed
     model.eval()
     final_started = time.time()
     last_word = task.final(model, r.tokenizer, folder.predictions, r.engine.device,

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import LoRAError
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -108,6 +110,8 @@ class LoRALayer(nn.Module):
     @torch.no_grad()
     def merge(self):
         """W <- W + Delta W; the forward pass then costs what the base layer costs. No-op if merged."""
+        if getattr(self, "merge_refused", None):
+            raise LoRAError(self.merge_refused)
         if not self.merged:
             for t in self.slots:
                 view = self._weight_slice(t)

@@ -63,6 +63,27 @@ def encoder_with_linear(model, family: str, r: int):
     return reference.eval(), state
 
 
+def microsofts_deberta(reference):
+    """microsoft/LoRA's one change to DeBERTa-v2's attention, made to transformers' own source: the relative
+    positions' query projection is `nn.Linear.forward(self.query_proj, rel_embeddings)` (W0 only, since its
+    loralib layers never merge), where transformers calls `self.query_proj(rel_embeddings)`."""
+    import inspect
+    import textwrap
+    import types
+
+    from transformers.models.deberta_v2 import modeling_deberta_v2 as hf
+
+    source = textwrap.dedent(inspect.getsource(hf.DisentangledSelfAttention.disentangled_attention_bias))
+    assert source.count("self.query_proj(rel_embeddings)") == 1, "transformers changed: update this oracle"
+    source = source.replace("self.query_proj(rel_embeddings)", "nn.Linear.forward(self.query_proj, rel_embeddings)")
+    scope = dict(vars(hf))
+    exec(source, scope)
+    for module in reference.modules():
+        if isinstance(module, hf.DisentangledSelfAttention):
+            module.disentangled_attention_bias = types.MethodType(scope["disentangled_attention_bias"], module)
+    return reference
+
+
 def test_gpt2_merged_linear_checkpoint_matches_loralib(tmp_path):
     model = tiny("gpt2")
     reference, state = gpt2_with_merged_linear(model, r=4)
@@ -84,11 +105,30 @@ def test_encoder_linear_checkpoint_with_its_head_matches_loralib(family, tmp_pat
     torch.manual_seed(0)
     model = build(name, head="seq_cls").eval()
     reference, state = encoder_with_linear(model, family, r=2)
+    if family == "deberta-v2":  # microsoft's checkpoints come from microsoft's DeBERTa
+        transformers_way = logits(reference, batch())
+        reference = microsofts_deberta(reference)
+        assert (logits(reference, batch()) - transformers_way).abs().max() > 1e-3  # the option matters here
     torch.save(state, tmp_path / "lora.bin")
     torch.manual_seed(1)  # another random head: the file's must replace it
     ours = lora.load_loralib(build(name, head="seq_cls"), tmp_path / "lora.bin", alpha=ALPHA).eval()
     assert (logits(reference, batch()) - logits(model, batch())).abs().max() > 1e-2  # LoRA and head matter here
     torch.testing.assert_close(logits(ours, batch()), logits(reference, batch()), atol=1e-5, rtol=1e-5)
+
+
+def test_without_microsofts_projection_deberta_follows_transformers_and_merging_is_refused_with_it(tmp_path):
+    from experiments.models import build
+
+    torch.manual_seed(0)
+    model = build("tiny_deberta", head="seq_cls").eval()
+    reference, state = encoder_with_linear(model, "deberta-v2", r=2)
+    torch.save(state, tmp_path / "lora.bin")
+    plain = lora.load_loralib(build("tiny_deberta", head="seq_cls"), tmp_path / "lora.bin", ALPHA,
+                              microsoft_deberta=False).eval()  # fmt: skip
+    torch.testing.assert_close(logits(plain, batch()), logits(reference, batch()), atol=1e-5, rtol=1e-5)
+    ours = lora.load_loralib(build("tiny_deberta", head="seq_cls"), tmp_path / "lora.bin", ALPHA)
+    with pytest.raises(LoRAError, match="merging would fold ΔW into them"):
+        lora.merge(ours)
 
 
 def test_wrong_alpha_shape_head_or_pickle_is_one_line(tmp_path):
