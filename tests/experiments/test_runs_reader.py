@@ -140,3 +140,32 @@ def test_a_loralib_checkpoint_without_its_alpha_is_refused_before_training(tmp_p
     with pytest.raises(RunError, match="set trainer.max_steps=0"):
         run(OmegaConf.to_container(compose([*overrides[:-2], f"trainer.eval_adapter={tmp_path}/lora.pt"]),
                                    resolve=True))  # fmt: skip
+
+
+def test_a_loralib_checkpoint_is_evaluated_into_a_run_folder_like_any_adapter(tmp_path):
+    if not (data_dir() / "glue" / "RTE").exists():
+        pytest.skip(f"no GLUE RTE under {data_dir()}")
+    import lora
+    from experiments.models import build
+
+    model = lora.apply(build("tiny_roberta", head="seq_cls"), lora.LoRAConfig(r=2, init="loralib"))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.3)
+    rename = {".lora_A.q": ".lora_A", ".lora_B.q": ".lora_B", ".lora_A.v": ".lora_A", ".lora_B.v": ".lora_B"}
+    state = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            for ours, theirs in rename.items():
+                name = name.replace(ours, theirs)
+            state[name] = p.detach()
+    torch.save(state, tmp_path / "roberta_lora_rte.bin")  # microsoft's key layout: NAME.lora_A, classifier.*
+    roberta = ["model=tiny_roberta", "task=rte", "trainer.eval_limit=24", "trainer.max_steps=0"]
+    loralib_file = [f"trainer.eval_adapter={tmp_path}/roberta_lora_rte.bin", "trainer.adapter_alpha=8"]
+    first = run(OmegaConf.to_container(compose([f"trainer.output_dir={tmp_path}/a", *roberta, *loralib_file]),
+                                       resolve=True))  # fmt: skip
+    again = run(OmegaConf.to_container(compose([f"trainer.output_dir={tmp_path}/b", *roberta,
+                                                f"trainer.eval_adapter={tmp_path}/a"]), resolve=True))  # fmt: skip
+    assert first["status"] == again["status"] == "complete"
+    assert first["best"]["dev/accuracy"] == again["best"]["dev/accuracy"]
