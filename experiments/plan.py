@@ -6,7 +6,7 @@ DeepSpeed) for many small runs, all sharing one process group.
 
 PLAN.json is a list of [output_dir, [override, ...]]; each run goes through `experiments.train.run` as
 `run.py` calls it. Errors stop the plan with one line as they would stop `run.py`: exit 1 for an unreadable
-plan or overrides that do not compose, 2 for a run's error.
+plan, overrides that do not compose or values out of range, 2 for an error of a running run.
 """
 
 from __future__ import annotations

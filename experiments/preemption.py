@@ -23,6 +23,8 @@ class Preemption:
                 self.previous[sig] = signal.signal(sig, self._catch)
 
     def _catch(self, signum, frame):
+        if signum == signal.SIGINT and self.requested and self.requested[0] == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: the user will not wait for the step to end
         self.requested = (signum, frame)
 
     @property

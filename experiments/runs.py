@@ -40,7 +40,7 @@ from lora.files import TMP_SUFFIX, atomic_path, is_temporary, read_safetensors, 
 from lora.io import ADAPTER_FILE
 from lora.state import load_tensors
 
-from .models import load_tokenizer, model_conf, prepared_model
+from .models import adapter_model, load_tokenizer, model_conf, prepared_model
 from .paths import ROOT
 from .tasks import Task, build_task
 
@@ -69,6 +69,7 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.notes: list[str] = []  # what `open` found and did, for the run's log
+        self.damaged: list[str] = []  # the checkpoints it set aside
 
     @property
     def checkpoints(self) -> Path:
@@ -110,7 +111,8 @@ class RunFolder:
         saved = self.path / CONFIG_FILE
         if any(not is_temporary(p) for p in self.path.iterdir()) and not saved.exists():
             raise RunError(f"{self.path} already holds other files; choose a new (or empty) trainer.output_dir")
-        self.notes = self.set_aside_damaged()
+        self.damaged = self.set_aside_damaged()
+        self.notes += self.damaged
         checkpoint = self.latest_checkpoint()
         if saved.exists():
             differ = config_diff(read_config(self.path), config)
@@ -139,6 +141,11 @@ class RunFolder:
             raise RunError(
                 f"another run is writing to {self.path} now; wait for it to end or choose another trainer.output_dir"
             ) from None
+        except OSError as err:  # NFS (flock emulated, needs a file open for writing), Lustre without -o flock
+            os.close(fd)
+            self.notes.append(f"{self.path} cannot be locked on this file system ({err.strerror}): start only one "
+                              "run into it at a time")  # fmt: skip
+            return
         self._fd = fd
 
     def close(self):
@@ -202,6 +209,7 @@ class RunFolder:
         write_text(json.dumps({"sha256": sums}), folder / "COMPLETE")  # last: a folder without it is never loaded
         for old in self.checkpoints.glob("step-*"):
             if old != folder:
+                (old / "COMPLETE").unlink(missing_ok=True)  # first: a kill mid-delete leaves no "damaged" checkpoint
                 shutil.rmtree(old)
 
     @staticmethod
@@ -332,10 +340,14 @@ def load_trained(
     model_cfg = cfg["model"] if base in (None, cfg["model"]["name"]) else model_conf(base)
     task = build_task({**cfg["task"], **(task_overrides or {})})
     tok = load_tokenizer(model_cfg) if tokenizer else None
-    model = prepared_model(model_cfg, cfg["method"], task, tok, seed=cfg["trainer"]["seed"])
-    tensors, _ = read_safetensors(adapter)
+    seed = cfg["trainer"]["seed"]
     try:
-        load_tensors(model, tensors, source=adapter, base_model=cfg["model"]["name"])
+        if cfg["trainer"].get("eval_adapter"):  # the evaluated adapter's own config, not the run's method section
+            model = adapter_model(model_cfg, adapter, task, tok, seed)
+        else:
+            model = prepared_model(model_cfg, cfg["method"], task, tok, seed=seed)
+            tensors, _ = read_safetensors(adapter)
+            load_tensors(model, tensors, source=adapter, base_model=cfg["model"]["name"])
     except LoRAError as err:
         raise RunError(f"the run does not fit {model_cfg['name']}: {err}") from None
     return Trained(model, tok, task, cfg)

@@ -183,7 +183,7 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     if checkpoint is not None:
         r.state = checkpoints.restore(checkpoint, engine)
         log.info("resumed from %s at step %d", checkpoint, r.state["step"])
-    elif folder.notes:
+    elif folder.damaged:
         log.warning("no good checkpoint left: training starts from step 0")
     r.wandb_run = _wandb(cfg, folder.path) if cfg.get("logger", {}).get("wandb") and engine.is_main else None
     return r

@@ -52,7 +52,7 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
-            full = not issubclass(exc_type, OSError) and shutil.disk_usage(self.file.parent).free < 1 << 20
+            full = issubclass(exc_type, RuntimeError) and shutil.disk_usage(self.file.parent).free < 1 << 20
             os.unlink(self.tmp)
             if full:  # torch.save says only "basic_ios::clear" or "PytorchStreamWriter failed" on a full disk
                 why = str(exc).splitlines()[0] if str(exc) else exc_type.__name__

@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import LoRAError
 from .files import read_safetensors, write_safetensors, write_text
+from .loralib_format import MICROSOFT_DEBERTA_ATTR, microsoft_deberta_positions
 from .peft_format import load_peft, save_peft
 from .state import attach, base_model_name, check_model_type, config_from_meta, config_of, load_tensors, trainable_state
 
@@ -44,6 +45,7 @@ def save(model: nn.Module, path: str | os.PathLike, format: str = "lora", base_m
         "base_model": base_model or _portable(base_model_name(model)),
         "model_type": str(getattr(model.config, "model_type", "")),
         "format_version": FORMAT_VERSION,
+        **({"relative_positions": "microsoft"} if getattr(model, MICROSOFT_DEBERTA_ATTR, False) else {}),
     }
     write_safetensors(tensors, meta, file)
     sidecar = {
@@ -74,6 +76,8 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     check_model_type(model, meta.get("model_type", ""), meta.get("base_model", "?"), file)
     attach(model, config, source=file)
     load_tensors(model, tensors, source=file, base_model=meta.get("base_model", "?"))
+    if meta.get("relative_positions") == "microsoft":  # a microsoft/LoRA DeBERTa checkpoint, saved by us
+        microsoft_deberta_positions(model)
     return model
 
 

@@ -41,6 +41,9 @@ def read_checkpoint(file: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+MICROSOFT_DEBERTA_ATTR = "lora_microsoft_deberta_positions"
+
+
 def load_loralib(
     model: nn.Module,
     file: str | Path,
@@ -124,6 +127,7 @@ def microsoft_deberta_positions(model: nn.Module) -> nn.Module:
                 _module.query_proj = _layer
 
         module.disentangled_attention_bias = bias
+        setattr(model, MICROSOFT_DEBERTA_ATTR, True)  # lora.save records it, lora.load applies it again
         layer.merge_refused = (
             "this DeBERTa model projects its relative positions with W0 alone (microsoft_deberta_positions); "
             "merging would fold ΔW into them: evaluate it unmerged"

@@ -225,3 +225,45 @@ def harness_long(folder: Path, overrides: list[str]) -> subprocess.CompletedProc
 
 def _read(file: Path) -> str:
     return file.read_text() if file.exists() else ""
+
+
+def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch):
+    """NFS emulates flock with fcntl locks, which need a file open for writing; a folder cannot be."""
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    metrics = run(config(tmp_path, *TINY))
+    assert metrics["status"] == "complete"
+    assert "cannot be locked on this file system (No locks available)" in (tmp_path / "log.txt").read_text()
+
+
+def test_an_old_checkpoint_loses_its_marker_before_its_files(tmp_path, monkeypatch):
+    """A kill while an old checkpoint is deleted must not leave a folder that looks damaged (COMPLETE, files gone)."""
+    import shutil
+
+    run(config(tmp_path, *TINY, "trainer.stop_after=2"))
+    old = RunFolder(tmp_path).latest_checkpoint()
+    monkeypatch.setattr(shutil, "rmtree", lambda path, *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        RunFolder(tmp_path).save_checkpoint(3, {"w": torch.zeros(1)}, {}, {"step": 3})
+    assert old.exists() and not (old / "COMPLETE").exists()
+
+
+def test_a_second_ctrl_c_does_not_wait_for_the_step():
+    import os
+    import signal
+
+    from experiments.preemption import Preemption
+
+    preemption = Preemption()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert preemption.name == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        preemption.restore()

@@ -116,6 +116,9 @@ def test_an_evaluation_only_run_reproduces_the_dev_metric_of_the_run_that_traine
                                                 "method.r=2"]), resolve=True))  # fmt: skip  # the file's r=4 wins
     assert again["best"]["dev/accuracy"] == trained["final"]["dev/accuracy"]
     assert again["evaluated_adapter"].endswith("a/adapter.safetensors") and again["steps"] == 0
+    x = {"input_ids": torch.tensor([[1, 40, 50, 60, 2]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    a, b = (load_trained(tmp_path / n, tokenizer=False).model.eval() for n in "ab")  # b's method section says r=2
+    torch.testing.assert_close(b(**x).logits, a(**x).logits, rtol=0, atol=0)
 
 
 def test_an_evaluation_only_nlg_run_reproduces_the_test_scores(tmp_path):

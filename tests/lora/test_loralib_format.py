@@ -153,3 +153,16 @@ def test_wrong_alpha_shape_head_or_pickle_is_one_line(tmp_path):
     torch.save({"x": copy.deepcopy}, tmp_path / "code.pt")  # a pickle that would run code
     with pytest.raises(LoRAError, match="not a checkpoint of plain tensors"):
         lora.load_loralib(tiny("gpt2"), tmp_path / "code.pt", alpha=ALPHA)
+
+
+def test_a_saved_microsoft_deberta_model_loads_with_microsofts_projection_again(tmp_path):
+    from experiments.models import build
+
+    torch.manual_seed(0)
+    reference, state = encoder_with_linear(build("tiny_deberta", head="seq_cls").eval(), "deberta-v2", r=2)
+    torch.save(state, tmp_path / "lora.bin")
+    ours = lora.load_loralib(build("tiny_deberta", head="seq_cls"), tmp_path / "lora.bin", ALPHA).eval()
+    lora.save(ours, tmp_path / "ours")
+    again = lora.load(build("tiny_deberta", head="seq_cls"), tmp_path / "ours").eval()
+    torch.testing.assert_close(logits(again, batch()), logits(microsofts_deberta(reference), batch()), atol=1e-5,
+                               rtol=1e-5)  # fmt: skip
