@@ -401,6 +401,7 @@ def _peft_trained(family: str, folder, **config):
     return theirs.eval()
 
 
+@pytest.mark.filterwarnings("ignore:Model has `tie_word_embeddings=True`")  # PEFT's: the case under test
 @pytest.mark.parametrize(("family", "targets", "embedding"), [("llama", ["q_proj", "v_proj"], "embed_tokens"),
                                                             ("gpt2", ["c_proj"], "wte")])  # fmt: skip
 def test_a_peft_embedding_in_modules_to_save_leaves_the_tied_output_layer_as_peft_does(family, targets, embedding,
