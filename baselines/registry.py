@@ -80,10 +80,11 @@ def prepare(model: nn.Module, cfg: dict) -> nn.Module:
     return model
 
 
-def save(model: nn.Module, file) -> None:
-    """Write what the method trained, with its config in the header (read back by `load`)."""
+def save(model: nn.Module, file, tensors: dict | None = None) -> None:
+    """Write what the method trained (or `tensors`, gathered elsewhere), with its config in the header (read
+    back by `load`)."""
     meta = {"method_config": json.dumps(model.method_config), "model_type": str(model.config.model_type)}
-    write_safetensors(trainable_state(model), meta, Path(file))
+    write_safetensors(trainable_state(model) if tensors is None else tensors, meta, Path(file))
 
 
 def load(model: nn.Module, file) -> nn.Module:

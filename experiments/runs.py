@@ -4,7 +4,8 @@ module spells out its file names.
 
     config.yaml        the composed config
     metrics.json       final and best metrics, every evaluation, parameter counts, time, memory, versions
-    adapter.safetensors (+ .json)   only the trained parameters
+    adapter.safetensors (+ .json)   only the trained parameters, as training ended
+    adapter-best.safetensors (+ .json)   the same at the best evaluation (the one metrics.json's "best" reports)
     log.txt            the log
     predictions/       what the task's last word wrote (NLG: the decoded test set and its references)
     decodes/NAME/      later decodes of the finished model (`python -m experiments.decode`)
@@ -46,6 +47,7 @@ from .tasks import Task, build_task
 
 log = logging.getLogger(__name__)
 CONFIG_FILE, METRICS_FILE, LOG_FILE = "config.yaml", "metrics.json", "log.txt"
+BEST_ADAPTER_FILE = "adapter-best.safetensors"  # the trained parameters of the best evaluation
 PREDICTIONS_DIR, DECODES_DIR, CHECKPOINTS_DIR = "predictions", "decodes", "checkpoints"
 DAMAGED_DIR = "damaged-checkpoints"
 CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "state.json")
@@ -78,6 +80,10 @@ class RunFolder:
     @property
     def adapter(self) -> Path:
         return self.path / ADAPTER_FILE
+
+    @property
+    def best_adapter(self) -> Path:
+        return self.path / BEST_ADAPTER_FILE
 
     @property
     def log_file(self) -> Path:

@@ -325,6 +325,9 @@ def _evaluate_into(r: _Run):
     better = (lambda a, b: not a <= b) if task.greater_is_better else (lambda a, b: not a >= b)
     if state["best"] is None or better(record[key], state["best"][key]):  # NaN never stays the best
         state["best"] = record
+        trained = engine.trainable_state()  # every process: partitioned parameters are gathered
+        if engine.is_main:  # the adapter behind the reported number, kept (the last one may be worse)
+            _write_adapter(engine.module(), trained, r.folder.best_adapter, r.cfg)
     log.info("eval step %d: %s", state["step"], ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "/" in k))
     if r.wandb_run:
         r.wandb_run.log({f"eval/{k}": v for k, v in record.items() if "/" in k}, step=state["step"])
@@ -368,15 +371,21 @@ def _init_from_adapter(model, file: Path):
     load_tensors(model, {k: v for k, v in tensors.items() if ".lora_" in k}, source=file, base_model="?", partial=True)
 
 
+def _write_adapter(model, tensors: dict | None, file: Path, cfg: dict):
+    """The trained parameters (`tensors`, or the model's own) with what rebuilds the model: LoRA's config, or
+    the method's (`baselines.load`); the base model by hub id or config name."""
+    if getattr(model, lora.model.CONFIG_ATTR, None) is not None:
+        lora.save(model, file, base_model=cfg["model"].get("hub") or cfg["model"]["name"], tensors=tensors)
+    else:
+        baselines.save(model, file, tensors)
+
+
 def _finish(r: _Run, model, started: float) -> dict:
     """Write the trained parameters, let the task have its last word (NLG: decode the test set), write
     metrics.json, and drop the checkpoints: the adapter now holds the result."""
     cfg, folder, task, state = r.cfg, r.folder, r.task, r.state
     is_lora = getattr(model, lora.model.CONFIG_ATTR, None) is not None
-    if is_lora:
-        lora.save(model, folder.adapter, base_model=cfg["model"].get("hub") or cfg["model"]["name"])
-    else:  # the method's config in the header, so `baselines.load` can rebuild the model from the file alone
-        baselines.save(model, folder.adapter)
+    _write_adapter(model, None, folder.adapter, cfg)
     train_seconds = round(time.time() - started, 1)
     if is_lora and task.head == "causal_lm":
         lora.merge(model)  # NLG decoding, the last thing the task does, runs at the base model's speed
@@ -400,6 +409,7 @@ def _finish(r: _Run, model, started: float) -> dict:
         "wall_seconds": round(time.time() - started, 1),
         "train_seconds": train_seconds,
         "final_seconds": round(time.time() - final_started, 1),
+        "adapters": {"last": folder.adapter.name, "best": folder.best_adapter.name, "best_step": state["best"]["step"]},
         **({"evaluated_adapter": cfg["trainer"]["eval_adapter"]} if cfg["trainer"]["eval_adapter"] else {}),
         **environment(),
     }

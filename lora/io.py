@@ -25,13 +25,20 @@ ADAPTER_FILE = "adapter.safetensors"
 FORMAT_VERSION = "1"
 
 
-def save(model: nn.Module, path: str | os.PathLike, format: str = "lora", base_model: str | None = None) -> Path:
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    format: str = "lora",
+    base_model: str | None = None,
+    tensors: dict | None = None,
+) -> Path:
     """Write the trained parameters of a LoRA model; returns the file (or PEFT folder) written.
 
     ``path`` is a ``.safetensors`` file or a folder (then ``folder/adapter.safetensors``);
     ``format="peft"`` writes PEFT's folder layout instead, loadable by ``peft.PeftModel``. ``base_model`` names
     the base model in the file (a hub id or a config name); by default the model's own name, and only the last
-    part of it when that is a local folder (a path on one machine means nothing on another).
+    part of it when that is a local folder (a path on one machine means nothing on another). ``tensors``: the
+    trained tensors when the model does not hold them whole (gathered from processes that partition them).
     """
     if format == "peft":
         return save_peft(model, path)
@@ -39,7 +46,7 @@ def save(model: nn.Module, path: str | os.PathLike, format: str = "lora", base_m
         raise LoRAError(f"unknown adapter format {format!r}; use 'lora' or 'peft'")
     config = config_of(model)
     file = _adapter_file(Path(path))
-    tensors = trainable_state(model)
+    tensors = trainable_state(model) if tensors is None else tensors
     meta = {
         "lora_config": json.dumps(config.to_dict()),
         "base_model": base_model or _portable(base_model_name(model)),

@@ -28,7 +28,8 @@ TINY = ["model=tiny_bert", "task=rte", "method.dropout=0.1", "trainer.max_steps=
         "trainer.eval_limit=8", "trainer.batch_size=8", "trainer.eval_every=4", "trainer.save_every=2",
         "trainer.threads=2"]  # fmt: skip
 # In this run: 8 optimizer steps; 20 file writes (config.yaml; 4 per checkpoint at steps 2, 4, 6, 8:
-# trainable, optimizer, state, COMPLETE; then adapter, adapter.json, metrics.json); 3 old checkpoints removed.
+# trainable, optimizer, state, COMPLETE; then adapter, adapter.json, metrics.json), and 2 more (adapter-best and
+# its JSON) at each evaluation that is the best so far, before that step's checkpoint; 3 old checkpoints removed.
 EACH_KIND = [("step", 3), ("torn", 1), ("rename", 20), ("renamed", 9), ("rmtree", 1)]  # torn 1: the first file
 ALL_MOMENTS = [
     *[("step", n) for n in (1, 2, 3, 5, 7, 8)],

@@ -172,3 +172,21 @@ def test_a_loralib_checkpoint_is_evaluated_into_a_run_folder_like_any_adapter(tm
                                                 f"trainer.eval_adapter={tmp_path}/a"]), resolve=True))  # fmt: skip
     assert first["status"] == again["status"] == "complete"
     assert first["best"]["dev/accuracy"] == again["best"]["dev/accuracy"]
+
+
+def test_the_best_adapter_is_kept_and_reproduces_the_best_metric(tmp_path):
+    """Before, adapter.safetensors was the last step while metrics.json reported the best evaluation (the
+    README's MRPC number was step 460 of 690), and the adapter behind it was gone."""
+    if not (data_dir() / "glue" / "RTE").exists():
+        pytest.skip(f"no GLUE RTE under {data_dir()}")
+    bert = ["model=tiny_bert", "task=rte", "trainer.train_limit=64", "trainer.eval_limit=48", "trainer.batch_size=8"]
+    steps = ["trainer.max_steps=12", "trainer.eval_every=2", "trainer.lr=1e-2"]
+    trained = run(OmegaConf.to_container(compose([f"trainer.output_dir={tmp_path}/a", *bert, *steps]), resolve=True))
+    adapters = trained["adapters"]
+    assert adapters == {"last": "adapter.safetensors", "best": "adapter-best.safetensors",
+                        "best_step": trained["best"]["step"]}  # fmt: skip
+    assert trained["best"]["step"] != trained["final"]["step"]  # this run peaks before its end
+    again = run(OmegaConf.to_container(compose([f"trainer.output_dir={tmp_path}/b", *bert, "trainer.max_steps=0",
+                                                f"trainer.eval_adapter={tmp_path}/a/adapter-best.safetensors"]),
+                                       resolve=True))  # fmt: skip
+    assert again["best"]["dev/accuracy"] == trained["best"]["dev/accuracy"] != trained["final"]["dev/accuracy"]
