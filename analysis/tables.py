@@ -136,8 +136,49 @@ def row_of(folder: Path, root: Path) -> dict:
         "wall_seconds": m.get("wall_seconds"),
         "train_seconds": m.get("train_seconds"),
     }
-    row.update({f"test/{k}": v for k, v in (m.get("test") or {}).items() if not isinstance(v, dict)})
+    # NLG test scores are stored as "test/BLEU", "test_seen/BLEU": kept as they are (they were "test/test/BLEU")
+    row.update({k if "/" in k else f"test/{k}": v for k, v in (m.get("test") or {}).items() if not isinstance(v, dict)})
+    row["_config"] = _flat(cfg)  # what makes runs comparable (`groups`); not written to runs.csv
     return row
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+# Keys that never make two runs incomparable: where a run writes and how it was resumed or logged.
+_HOUSEKEEPING = ("trainer.output_dir", "trainer.resume", "trainer.stop_after", "trainer.threads", "logger.")
+# What each table sweeps: runs that differ only in these keys (and the seed) share a table.
+SWEPT = {
+    "lora": ("trainer.seed", "method.r", "method.alpha", "method.targets"),
+    "methods": ("trainer.seed", "method.", "trainer.lr", "trainer.init_adapter"),  # the paper tunes lr per method
+}
+
+
+def groups(rows: list[dict], swept: tuple[str, ...]) -> list[tuple[str, list[dict]]]:
+    """Rows split into comparable groups: same model, task and metric, and the same config but for the keys
+    of `swept` (a prefix ending in "." covers a section). Each group comes with a title that names its model,
+    task and metric and, where groups share those, what else tells them apart. A cell then averages only runs
+    of one group, which differ only in the swept keys: never accuracies with losses or two learning rates."""
+    ignore = (*_HOUSEKEEPING, *swept)
+    keep = lambda k: not any(k == i or (i.endswith(".") and k.startswith(i)) for i in ignore)  # noqa: E731
+    found: dict = {}
+    for r in rows:
+        protocol = tuple(sorted((k, repr(v)) for k, v in r.get("_config", {}).items() if keep(k)))
+        found.setdefault((r["model"], r["task"], r["metric"], protocol), []).append(r)
+    out = []
+    for (model, task, metric, protocol), rs in found.items():
+        title = f"{model} / {task} / {metric}"
+        twins = [p for (m, t, mt, p) in found if (m, t, mt) == (model, task, metric) and p != protocol]
+        if twins:
+            mine = dict(protocol)
+            differ = sorted({k for p in twins for k, v in set(p) ^ set(protocol) if mine.get(k) is not None})
+            title += " (" + ", ".join(f"{k}={mine[k]}" for k in differ[:4]) + ")"
+        out.append((title, rs))
+    return sorted(out, key=lambda g: g[0])
 
 
 def collect(runs_dir) -> list[dict]:
@@ -344,14 +385,23 @@ def methods_markdown(mt: list[dict]) -> str:
 
 
 def all_markdown(rows: list[dict]) -> str:
-    """Every table the rows allow, each under a heading that says what the paper's columns are."""
-    parts = [f"## Runs ({len(rows)})\n\n" + runs_markdown(rows), "## Methods (Tables 2/3 style; GLUE x100)\n\n"
-             + methods_markdown(methods_table(rows)) + f"\n\nPaper: {PAPER}, Table 2 (RoBERTa-base)."]  # fmt: skip
-    if _lora_rows(rows):
-        parts.append("## Table 5 (weight types at a fixed budget; ours x100)\n\n" + table5_markdown(table5(rows))
-                     + f"\n\nPaper: {PAPER}, Table 5 (GPT-3 175B, 18M parameters).")  # fmt: skip
-        parts.append("## Table 6 (rank r; ours x100)\n\n" + table6_markdown(table6(rows))
-                     + f"\n\nPaper: {PAPER}, Table 6 (GPT-3 175B).")  # fmt: skip
+    """Every table the rows allow, each under a heading that says what the paper's columns are; one table per
+    comparable group of runs (`groups`), its title naming model, task and metric and the runs it holds."""
+    parts = [f"## Runs ({len(rows)})\n\n" + runs_markdown(rows)]
+    for title, rs in groups(rows, SWEPT["methods"]):
+        scale = "x100" if rs[0]["task"] in GLUE else "as measured"
+        table = methods_markdown(methods_table(rs))
+        parts.append(f"## Methods (Tables 2/3 style): {title}, {scale}; {len(rs)} runs\n\n{table}\n\n"
+                     f"Paper: {PAPER}, Table 2 (RoBERTa-base).")  # fmt: skip
+    for title, rs in groups(_lora_rows(rows), SWEPT["lora"]):
+        scale = "ours x100" if rs[0]["task"] in GLUE else "ours as measured"
+        names = ", ".join(r["run"] for r in rs)
+        if table5_runs := [r for r in rs if _units(r) == 8]:
+            parts.append(f"## Table 5 (weight types at a fixed budget): {title}, {scale}\n\n"
+                         + table5_markdown(table5(table5_runs)) + f"\n\nRuns: {names}.\n"
+                         f"Paper: {PAPER}, Table 5 (GPT-3 175B, 18M parameters).")  # fmt: skip
+        parts.append(f"## Table 6 (rank r): {title}, {scale}\n\n" + table6_markdown(table6(rs))
+                     + f"\n\nRuns: {names}.\nPaper: {PAPER}, Table 6 (GPT-3 175B).")  # fmt: skip
     t18 = table18(rows)
     if t18:
         parts.append(
@@ -376,6 +426,7 @@ def all_markdown(rows: list[dict]) -> str:
 def save(rows: list[dict], out: Path) -> list[Path]:
     """runs.csv (one line per run, every column any run has), runs.json and tables.md in `out`."""
     out.mkdir(parents=True, exist_ok=True)
+    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     cols = [*COLUMNS, *sorted({k for r in rows for k in r} - set(COLUMNS))]
     with open(out / "runs.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
