@@ -424,17 +424,32 @@ def all_markdown(rows: list[dict]) -> str:
 
 
 def save(rows: list[dict], out: Path) -> list[Path]:
-    """runs.csv (one line per run, every column any run has), runs.json and tables.md in `out`."""
+    """runs.csv (one line per run, every column any run has), runs.json and tables.md in `out`; where any of
+    them exists already, the set is written as runs-N.csv, runs-N.json, tables-N.md (nothing is overwritten)."""
+    from lora.files import atomic_path, write_text
+
     out.mkdir(parents=True, exist_ok=True)
+    names = ("runs.csv", "runs.json", "tables.md")
+    n = 1
+    while any((out / _versioned(name, n)).exists() for name in names):
+        n += 1
+    files = [out / _versioned(name, n) for name in names]
+    text = all_markdown(rows)
     rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     cols = [*COLUMNS, *sorted({k for r in rows for k in r} - set(COLUMNS))]
-    with open(out / "runs.csv", "w", newline="") as f:
+    with atomic_path(files[0]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-    (out / "runs.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (out / "tables.md").write_text(all_markdown(rows))
-    return [out / "runs.csv", out / "runs.json", out / "tables.md"]
+    write_text(json.dumps(rows, indent=1) + "\n", files[1])
+    write_text(text, files[2])
+    return files
+
+
+def _versioned(name: str, n: int) -> str:
+    """The n-th version of a file name: tables.md, tables-2.md, ..."""
+    stem, _, ext = name.partition(".")
+    return name if n == 1 else f"{stem}-{n}.{ext}"
 
 
 def main(argv=None):

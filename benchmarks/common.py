@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from lora.files import unused_path, write_text
+
 # The JSON files the README cites; LORA_BENCH_RESULTS sends a run elsewhere (the smoke tests do).
 RESULTS = Path(os.environ.get("LORA_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 
@@ -132,7 +134,9 @@ def machine() -> dict:
 
 
 def save_json(name: str, payload: dict) -> Path:
+    """RESULTS/NAME.json, or NAME-2.json, ... when it exists: a committed result is never overwritten (set
+    LORA_BENCH_RESULTS to write elsewhere)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path = unused_path(RESULTS / f"{name}.json")
+    write_text(json.dumps(payload, indent=2) + "\n", path)
     return path

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lora.files import unused_path, write_text
+
 WEIGHT_BYTES, GRAD_BYTES, ADAM_BYTES = 2, 2, 12  # bf16/fp16 weights and grads; fp32 master, m, v
 PAPER = {  # Section 4.2, GPT-3 175B, LoRA r=4 on W_q, W_v
     "gpt3_175b": {"vram_full_ft": "1.2 TB", "vram_lora": "350 GB", "checkpoint_full_ft": "350 GB",
@@ -93,12 +95,8 @@ def render(e: dict) -> str:
 
 def save(e: dict, folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{e['model']}-{e['method']}"
-    path, i = folder / f"{stem}.json", 1
-    while path.exists():  # never over an earlier estimate
-        i += 1
-        path = folder / f"{stem}-{i}.json"
-    path.write_text(json.dumps(e, indent=2) + "\n")
+    path = unused_path(folder / f"{e['model']}-{e['method']}.json")  # never over an earlier estimate
+    write_text(json.dumps(e, indent=2) + "\n", path)
     return path
 
 

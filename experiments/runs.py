@@ -27,8 +27,10 @@ import logging
 import os
 import platform
 import resource
+import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -363,7 +365,8 @@ def load_trained(
 
 
 def environment() -> dict:
-    """Peak memory, package versions, the code's commit and the SLURM job: metrics.json's provenance."""
+    """Peak memory, package versions, the code's commit (and whether the tree had uncommitted changes), the
+    command line, the experiment preset and the SLURM job: metrics.json's provenance."""
     import accelerate
     import transformers
 
@@ -371,9 +374,21 @@ def environment() -> dict:
         "peak_memory_mb": _peak_memory_mb(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "accelerate": accelerate.__version__},
-        "git_commit": _git_commit(),
+        "git_commit": _git(["rev-parse", "HEAD"]) or "unknown",
+        "git_dirty": bool(_git(["status", "--porcelain", "--untracked-files=no"])),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "experiment": _experiment_preset(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside SLURM
     }  # fmt: skip
+
+
+def _experiment_preset() -> str | None:
+    """The `experiment=` preset Hydra composed this run with, if any (None outside a Hydra job)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get("experiment")
 
 
 def _peak_memory_mb() -> float:
@@ -382,9 +397,10 @@ def _peak_memory_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def _git_commit() -> str:
+def _git(args: list[str]) -> str:
+    """What `git ARGS` prints in the repository ("" where there is no git or no repository)."""
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
+        out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
+        return ""

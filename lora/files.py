@@ -64,6 +64,21 @@ class atomic_path:
         return False
 
 
+def unused_path(path: Path) -> Path:
+    """`path`, or the first of NAME-2.EXT, NAME-3.EXT, ... that does not exist: a result is never overwritten.
+
+    >>> import tempfile; folder = Path(tempfile.mkdtemp()); _ = (folder / "t.md").write_text("kept")
+    >>> unused_path(folder / "t.md").name, unused_path(folder / "u.md").name
+    ('t-2.md', 'u.md')
+    """
+    path, i = Path(path), 1
+    candidate = path
+    while candidate.exists():
+        i += 1
+        candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
+    return candidate
+
+
 def is_temporary(path: Path) -> bool:
     """A hidden temporary of `atomic_path` (a write that a kill interrupted)."""
     return path.name.startswith(".") and path.name.endswith(TMP_SUFFIX) and path.is_file()

@@ -67,3 +67,21 @@ def test_the_saved_files_hold_no_internal_columns(mixed, tmp_path):
     out = tmp_path / "out"
     tables.save(mixed, out)
     assert "_config" not in (out / "runs.csv").read_text().splitlines()[0]
+
+
+def test_saving_again_writes_a_new_version_and_keeps_the_first(mixed, tmp_path):
+    out = tmp_path / "out"
+    first = tables.save(mixed, out)
+    before = {p: p.read_bytes() for p in first}
+    again = tables.save(mixed[:2], out)
+    assert [p.name for p in again] == ["runs-2.csv", "runs-2.json", "tables-2.md"]
+    assert {p: p.read_bytes() for p in first} == before
+
+
+def test_a_benchmark_result_is_never_overwritten(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    assert common.save_json("x-cpu", {"a": 1}).name == "x-cpu.json"
+    assert common.save_json("x-cpu", {"a": 2}).name == "x-cpu-2.json"
+    assert json.loads((tmp_path / "x-cpu.json").read_text()) == {"a": 1}

@@ -244,6 +244,9 @@ def test_every_job_of_a_sweep_gets_its_own_default_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     folders = sorted(p.parent.name for p in (tmp_path / "runs").rglob("metrics.json"))
     assert len(folders) == 3 and [f.rsplit("-", 1)[1] for f in folders] == ["0", "1", "2"], folders
+    metrics = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
+    assert metrics["command"].startswith("run.py -m method.r=1,2,4 model=tiny_bert")  # the exact command
+    assert metrics["experiment"] is None and isinstance(metrics["git_dirty"], bool)
 
 
 def test_a_folder_holding_other_files_is_never_claimed(tmp_path):
