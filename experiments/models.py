@@ -95,21 +95,24 @@ def build(model: str | dict, head: str = "base", num_labels: int = 2, device: st
         ) from None
 
 
-def prepared_model(model: str | dict, method: dict, task, tokenizer, seed: int) -> nn.Module:
-    """The base model with the head `task` needs and the method applied: the same on every process, and
-    the same again when a finished run is rebuilt (`experiments.runs.load_trained`), through the seed."""
+def _task_model(model: str | dict, task, tokenizer, seed: int) -> nn.Module:
+    """The base model with the head `task` needs (and the tokenizer's pad id, where the model has none)."""
     built = build(model, head=task.head, num_labels=task.num_labels, seed=seed)
     if tokenizer is not None and built.config.pad_token_id is None:  # decoder classifiers find the last token
         built.config.pad_token_id = tokenizer.pad_token_id
-    return baselines.prepare(built, method)
+    return built
+
+
+def prepared_model(model: str | dict, method: dict, task, tokenizer, seed: int) -> nn.Module:
+    """The base model with the head `task` needs and the method applied: the same on every process, and
+    the same again when a finished run is rebuilt (`experiments.runs.load_trained`), through the seed."""
+    return baselines.prepare(_task_model(model, task, tokenizer, seed), method)
 
 
 def adapter_model(model: str | dict, adapter: str | Path, task, tokenizer, seed: int, alpha: float | None = None):
     """The base model with a trained adapter loaded, head included, to evaluate without training: ours or
     PEFT's (its config comes from the file) or a microsoft/LoRA loralib checkpoint (`alpha` must be given)."""
-    built = build(model, head=task.head, num_labels=task.num_labels, seed=seed)
-    if tokenizer is not None and built.config.pad_token_id is None:
-        built.config.pad_token_id = tokenizer.pad_token_id
+    built = _task_model(model, task, tokenizer, seed)
     path = Path(adapter)
     if path.suffix in (".pt", ".bin", ".pth"):
         if alpha is None:
