@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
+from .optimizers import OPTIMIZERS
 from .runs import RunError
 
 
@@ -28,7 +29,10 @@ class TrainerConfig:
     warmup_steps: int = 0  # ... or a fixed number (takes precedence when > 0)
     weight_decay: float = 0.0
     grad_accum: int = 1
-    max_grad_norm: float | None = 1.0
+    max_grad_norm: float | None = 1.0  # microsoft/LoRA's NLG README trains with --clip 0.0: no clipping
+    optimizer: str = "adamw"  # adamw: torch's; adamw_released: microsoft/LoRA's optimizer.py (experiments/optimizers)
+    adam_eps: float | None = None  # None: the optimizer's default (torch 1e-8, released 1e-6)
+    base_dropout: float | None = None  # every dropout of the base model; None: the checkpoint's (released GPT-2: 0)
     label_smoothing: float = 0.0
     bf16: bool = False  # single/ddp: autocast in bfloat16; deepspeed: its bf16 mode (bf16 weights, fp32 master copy)
     eval_every: int | None = None  # optimizer steps between evaluations; None = once per epoch
@@ -74,6 +78,8 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "seed": (f"in [0, {_INT32}]", lambda v: 0 <= v <= _INT32),
     "threads": (">= 1 or null (torch's default)", lambda v: v >= 1),
     "adapter_alpha": ("> 0 or null", lambda v: v > 0),
+    "adam_eps": ("> 0 or null (the optimizer's default)", lambda v: v > 0),
+    "base_dropout": ("in [0, 1) or null (the checkpoint's)", lambda v: 0 <= v < 1),
 }
 
 
@@ -93,6 +99,8 @@ def validate(t: dict):
     if t.get("eval_adapter") and (t.get("max_steps") != 0 or t.get("init_adapter")):
         raise RunError("trainer.eval_adapter evaluates a trained adapter: set trainer.max_steps=0 and no "
                        "trainer.init_adapter (to train on from an adapter, use trainer.init_adapter)")  # fmt: skip
+    if t.get("optimizer") not in OPTIMIZERS:
+        raise RunError(f"trainer.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.get('optimizer')!r}")
     if t.get("resume") not in ("auto", "never"):
         raise RunError(f"trainer.resume must be auto or never, got {t.get('resume')!r}")
 

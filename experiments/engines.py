@@ -32,6 +32,8 @@ from torch import nn
 
 from lora.state import load_tensors, trainable_state
 
+from . import optimizers
+
 ENGINES = ("single", "ddp", "deepspeed")
 
 
@@ -59,6 +61,9 @@ def create(t: dict) -> Engine:
                           f"among the {world} processes")  # fmt: skip
     if t["offload"] and t["engine"] != "deepspeed":
         raise EngineError("trainer.offload needs trainer.engine=deepspeed (e.g. trainer=deepspeed_zero3_offload)")
+    if t["offload"] and t["optimizer"] != "adamw":
+        raise EngineError(f"trainer.offload runs DeepSpeed's own CPU AdamW: it cannot run trainer.optimizer="
+                          f"{t['optimizer']}; set trainer.optimizer=adamw or trainer.offload=false")  # fmt: skip
     return DeepSpeed(t) if t["engine"] == "deepspeed" else Accelerate(t)
 
 
@@ -198,7 +203,7 @@ class Accelerate(Engine):
     def prepare(self, model, param_groups, lr, warmup, total):
         from transformers import get_linear_schedule_with_warmup
 
-        optimizer = torch.optim.AdamW(param_groups, lr=lr)
+        optimizer = optimizers.build(self.t["optimizer"], param_groups, lr, self.t["adam_eps"])
         self.scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         return self.model
@@ -283,7 +288,7 @@ class DeepSpeed(Engine):
             "prescale_gradients": False,
             "zero_optimization": zero,
             "bf16": {"enabled": bool(t["bf16"])},
-            "zero_allow_untested_optimizer": True,  # torch's AdamW, the optimizer of every other engine
+            "zero_allow_untested_optimizer": True,  # ours (experiments/optimizers.py), as every other engine
             "steps_per_print": 2**31 - 1,
         }
 
@@ -301,7 +306,7 @@ class DeepSpeed(Engine):
                     "it needs ninja and a C++ compiler on PATH (activate the venv), or use trainer=deepspeed_zero3"
                 ) from None
         else:
-            optimizer = torch.optim.AdamW(param_groups, lr=lr)
+            optimizer = optimizers.build(self.t["optimizer"], param_groups, lr, self.t["adam_eps"])
         scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
         self.engine, _, _, _ = self.deepspeed.initialize(
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=self.config()

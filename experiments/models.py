@@ -103,10 +103,33 @@ def _task_model(model: str | dict, task, tokenizer, seed: int) -> nn.Module:
     return built
 
 
-def prepared_model(model: str | dict, method: dict, task, tokenizer, seed: int) -> nn.Module:
+def prepared_model(model: str | dict, method: dict, task, tokenizer, seed: int, dropout: float | None = None):
     """The base model with the head `task` needs and the method applied: the same on every process, and
-    the same again when a finished run is rebuilt (`experiments.runs.load_trained`), through the seed."""
-    return baselines.prepare(_task_model(model, task, tokenizer, seed), method)
+    the same again when a finished run is rebuilt (`experiments.runs.load_trained`), through the seed.
+    `dropout` (not None) replaces every dropout probability of the base model, before the method adds its own."""
+    built = _task_model(model, task, tokenizer, seed)
+    if dropout is not None:
+        set_dropout(built, dropout)
+    return baselines.prepare(built, method)
+
+
+def set_dropout(model: nn.Module, p: float) -> nn.Module:
+    """Every dropout of a transformers model set to `p`: its `nn.Dropout` modules, the config values, and the
+    float attributes attention kernels read (Llama's `attention_dropout`). microsoft/LoRA's GPT-2 has none: 0.
+
+    >>> m = set_dropout(from_arch(model_conf("tiny_gpt2")["arch"], "causal_lm"), 0.0)
+    >>> {mod.p for mod in m.modules() if isinstance(mod, nn.Dropout)}, m.config.attn_pdrop
+    ({0.0}, 0.0)
+    """
+    for key, value in vars(model.config).items():
+        if key.endswith(("pdrop", "dropout", "dropout_prob")) and isinstance(value, float):
+            setattr(model.config, key, p)
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = p
+        elif isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = p
+    return model
 
 
 def adapter_model(model: str | dict, adapter: str | Path, task, tokenizer, seed: int, alpha: float | None = None):
@@ -172,6 +195,7 @@ class CharTokenizer:
     """
 
     pad_token_id, bos_token_id, eos_token_id = 0, 1, 2
+    eos_token = None  # special ids have no text: decode drops them
     padding_side = "right"
 
     def __init__(self, vocab_size: int):
@@ -200,7 +224,7 @@ class CharTokenizer:
         ids = self._ids(text)
         return [self.bos_token_id, *ids, self.eos_token_id] if add_special_tokens else ids
 
-    def decode(self, ids, skip_special_tokens=True) -> str:
+    def decode(self, ids, skip_special_tokens=True, **_) -> str:
         ids = ids.tolist() if hasattr(ids, "tolist") else ids
         return "".join(chr(i - 3) for i in ids if i >= 3)
 

@@ -195,7 +195,7 @@ def _model_for(cfg: dict, task: Task, tokenizer) -> torch.nn.Module:
     t = cfg["trainer"]
     if t["eval_adapter"]:
         return adapter_model(cfg["model"], t["eval_adapter"], task, tokenizer, t["seed"], alpha=t["adapter_alpha"])
-    return prepared_model(cfg["model"], cfg["method"], task, tokenizer, t["seed"])
+    return prepared_model(cfg["model"], cfg["method"], task, tokenizer, t["seed"], dropout=t["base_dropout"])
 
 
 def _loop(r: _Run, started: float) -> dict | None:

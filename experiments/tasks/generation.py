@@ -1,8 +1,18 @@
-"""Batched beam search through transformers' `generate`, the paper's decoding for E2E, WebNLG and DART.
+"""Batched beam search, the paper's decoding for E2E, WebNLG and DART: microsoft/LoRA's released loop
+(`experiments/tasks/beam.py`, the default) or transformers' `generate` (`loop: transformers`).
 
 Inputs arrive as token ids (the task builds them, special tokens included); each distinct input is decoded
 once. Batches are left-padded (a decoder continues from its last real token) and sorted by length so that
 little padding is computed; the results come back in the order of the inputs.
+
+Where the released code (microsoft/LoRA's gpt2_beam.py and gpt2_decode.py) and other choices differ, a key says
+which one runs (README, "The released pipeline's switches"):
+
+    loop                released: its beam loop; transformers: generate(early_stopping=True), 2 x beams candidates
+    no_repeat_scope     generated: n-grams repeated within the generated tokens are banned; all: the prompt's too
+    ban_before_softmax  true: banned tokens are removed before the softmax (the rest renormalised); false: after
+    blank_line_ends     true: a blank line ("\\n\\n", GPT-2's token 628) ends a hypothesis as the end-of-text does
+    clean               released: cut at the end-of-text and at the first blank line, strip; first_line: first line
 """
 
 from __future__ import annotations
@@ -18,9 +28,13 @@ from lora.model import max_positions
 from lora.padding import pad
 
 from .base import TaskError
+from .beam import beam_search
 
-# The paper's Table 11 (E2E); tasks override these in conf/task/*.yaml.
-DEFAULTS = {"num_beams": 10, "length_penalty": 0.9, "no_repeat_ngram_size": 4, "max_new_tokens": 64, "batch_size": 8}
+# microsoft/LoRA's decoding of E2E (its README: beam 10, length penalty 0.8, no-repeat 4-grams, 64 tokens; the
+# paper's Table 11 says length penalty 0.9); tasks override these in conf/task/*.yaml.
+DEFAULTS = {"num_beams": 10, "length_penalty": 0.8, "no_repeat_ngram_size": 4, "max_new_tokens": 64, "batch_size": 8,
+            "min_new_tokens": 0, "loop": "released", "no_repeat_scope": "generated", "ban_before_softmax": True,
+            "blank_line_ends": True, "clean": "released"}  # fmt: skip
 
 
 log = logging.getLogger("lora.train.decode")  # into the run's log.txt, also when no progress bar is shown
@@ -38,6 +52,12 @@ _ALLOWED = {
     "no_repeat_ngram_size": ("an integer >= 0 (0: no ban)", lambda v: _int(v) and v >= 0),
     "max_new_tokens": ("an integer >= 1", lambda v: _int(v) and v >= 1),
     "batch_size": ("an integer >= 1", lambda v: _int(v) and v >= 1),
+    "min_new_tokens": ("an integer >= 0", lambda v: _int(v) and v >= 0),
+    "loop": ("released or transformers", lambda v: v in ("released", "transformers")),
+    "no_repeat_scope": ("generated or all", lambda v: v in ("generated", "all")),
+    "ban_before_softmax": ("true or false", lambda v: isinstance(v, bool)),
+    "blank_line_ends": ("true or false", lambda v: isinstance(v, bool)),
+    "clean": ("released or first_line", lambda v: v in ("released", "first_line")),
 }
 
 
@@ -64,6 +84,11 @@ def decoding_settings(settings: dict | None) -> dict:
     for key, (allowed, ok) in _ALLOWED.items():
         if not ok(s[key]):
             raise DecodeError(f"task.decoding.{key} must be {allowed}, got {s[key]!r}")
+    if s["loop"] == "transformers" and (s["no_repeat_scope"], s["ban_before_softmax"]) != ("all", False):
+        raise DecodeError(
+            "transformers' generate bans n-grams of the prompt too, after the softmax: with "
+            "task.decoding.loop=transformers set no_repeat_scope=all and ban_before_softmax=false"
+        )
     return s
 
 
@@ -97,6 +122,16 @@ def _generate_batch(model, tokenizer, chunk: list[tuple], s: dict, device) -> li
             f"an input of {width} tokens leaves no room to generate (the model takes {room + width}); "
             "lower task.max_length or use a model with more positions"
         )
+    s = {**s, "max_new_tokens": min(s["max_new_tokens"], room)}
+    if s["loop"] == "released":
+        rows = beam_search(model, [list(c) for c in chunk], s, end_ids(tokenizer, s), tokenizer.pad_token_id)
+    else:
+        rows = _transformers_beams(model, tokenizer, chunk, s, device)
+    return [clean(tokenizer.decode(row, skip_special_tokens=False, clean_up_tokenization_spaces=False),
+                  tokenizer.eos_token, s["clean"]) for row in rows]  # fmt: skip
+
+
+def _transformers_beams(model, tokenizer, chunk: list[tuple], s: dict, device) -> list[list[int]]:
     ids, mask = pad(chunk, tokenizer.pad_token_id, left=True)
     out = model.generate(
         input_ids=ids.to(device),
@@ -104,20 +139,40 @@ def _generate_batch(model, tokenizer, chunk: list[tuple], s: dict, device) -> li
         num_beams=s["num_beams"],
         length_penalty=s["length_penalty"],
         no_repeat_ngram_size=s["no_repeat_ngram_size"],
-        max_new_tokens=min(s["max_new_tokens"], room),
+        max_new_tokens=s["max_new_tokens"],
+        min_new_tokens=s["min_new_tokens"],
         early_stopping=True,
         do_sample=False,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=end_ids(tokenizer, s),
         pad_token_id=tokenizer.pad_token_id,
     )
-    return [_clean(tokenizer.decode(row[width:], skip_special_tokens=True)) for row in out]
+    return [row[ids.shape[1] :].tolist() for row in out]
 
 
-def _clean(text: str) -> str:
-    """First line only, as microsoft/LoRA's decoder cuts its predictions.
+def end_ids(tokenizer, s: dict) -> list[int]:
+    """The tokens that end a hypothesis: end-of-text, and a blank line when `blank_line_ends` (the released
+    script's `--eos_token_id 628`) and the tokenizer has one token for it."""
+    ids = [tokenizer.eos_token_id]
+    blank = tokenizer.encode("\n\n", add_special_tokens=False)
+    if s["blank_line_ends"] and len(blank) == 1 and blank[0] not in ids:
+        ids.append(blank[0])
+    return ids
 
-    >>> _clean(" The Vaults is a pub.\\nname[x]")
-    'The Vaults is a pub.'
+
+def clean(text: str, eos: str | None, how: str) -> str:
+    """A decoded output as the metrics see it. `released`: as microsoft/LoRA's gpt2_decode.py, cut at the
+    end-of-text and at the first blank line, stripped; `first_line`: the first line, stripped, end-of-text
+    removed.
+
+    >>> clean(" The Vaults is a pub . <|endoftext|>!!", "<|endoftext|>", "released")
+    'The Vaults is a pub .'
+    >>> clean(" A pub.\\nname[x]\\n\\nmore", "<|endoftext|>", "released")
+    'A pub.\\nname[x]'
+    >>> clean(" A pub.\\nname[x]", None, "first_line")
+    'A pub.'
     """
-    text = text.strip()
-    return text.split("\n", 1)[0].strip()
+    if eos:
+        text = text.split(eos, 1)[0]
+    if how == "released":
+        return text.split("\n\n", 1)[0].strip()
+    return text.strip().split("\n", 1)[0].strip()

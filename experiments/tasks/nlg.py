@@ -1,14 +1,24 @@
 """Data-to-text generation (the paper's Section 5.4): E2E, WebNLG 2017 and DART as conditional language modelling.
 
 A training sequence is  [prefix] context separator [infix] completion <eos>  (the special tokens only for the
-prefix methods); the loss covers the completion and the end-of-sequence token only. During training the
-dev loss is tracked; when training ends, the test inputs are decoded with beam search (each distinct input
-once) and scored with the official metrics (`experiments.metrics`). Files come from `task.data_dir` (default
-`$LORA_DATA_DIR/<task>`), or from the hub when absent (`hub: true`).
+prefix methods); the loss covers the completion and the end-of-sequence token only.
+
+`format: released` (the default) is microsoft/LoRA's pipeline, the one behind the paper's numbers: its data files
+(E2E `mr||ref` lines with PTB-tokenised references, WebNLG/DART JSON; built by `nlg_released` from the official
+files where the bundle lacks them, as for E2E's training split), the end-of-text token as separator, a space
+before the completion, the completion as written (no strip), only `good` WebNLG texts in every split, the loss
+summed over completion tokens divided by their count + 1e-4 (its `model.py`), and WebNLG/DART outputs and
+references lower-cased and split at non-word characters before scoring (its `gpt2_decode.py --tokenize --lower`).
+`format: official` reads the official releases (CSV, XML) and puts `separator` between input and text.
+
+During training the dev loss is tracked; when training ends, the test inputs are decoded with beam search (each
+distinct input once) and scored with the official metrics (`experiments.metrics`). Files come from
+`task.data_dir` (default `$LORA_DATA_DIR/<task>`), or from the hub when absent (`hub: true`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +32,8 @@ from ..metrics import require_java, score
 from ..paths import data_dir as default_data_dir
 from .base import TaskError
 from .generation import DEFAULTS, decoding_settings, generate
-from .nlg_files import Record, read_dart, read_e2e, read_webnlg
+from .nlg_files import Record, read_dart, read_e2e, read_e2e_text, read_webnlg
+from .nlg_released import RELEASED_TOKENIZER, e2e_text
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ class Pair:
 class NLGSpec:
     reader: object
     official: dict[str, str]  # split -> file or folder under the task's folder, the official release
-    lora: dict[str, str] = field(default_factory=dict)  # split -> microsoft/LoRA's preprocessed copy
+    released: dict[str, str] = field(default_factory=dict)  # split -> microsoft/LoRA's preprocessed copy
     hub: tuple[str, str | None] | None = None  # (dataset id, config) on the hub
 
 
@@ -68,17 +79,17 @@ class NLGTask:
     greater_is_better = False
     eval_splits = ("dev",)
 
-    def __init__(self, name: str, data_dir: str | None = None, format: str = "official", hub: bool = True,
+    def __init__(self, name: str, data_dir: str | None = None, format: str = "released", hub: bool = True,
                  max_length: int = 256, separator: str = "\n", good_only: bool = True, decode_split: str = "test",
                  decode_limit: int | None = None, decoding: dict | None = None):  # fmt: skip
         if name not in SPECS:
             raise TaskError(f"unknown NLG task {name!r}; choose from {', '.join(SPECS)}")
-        if format not in ("official", "lora"):
-            raise TaskError(f"task.format must be official or lora, got {format!r}")
+        if format not in ("official", "released"):
+            raise TaskError(f"task.format must be released or official, got {format!r}")
         self.name, self.spec, self.format, self.hub = name, SPECS[name], format, hub
         self.dir = Path(data_dir) if data_dir else default_data_dir() / name
         self.max_length, self.separator, self.good_only = max_length, separator, good_only
-        splits = {**self.spec.official, **self.spec.lora}
+        splits = {**self.spec.official, **self.spec.released}
         if decode_split not in splits:
             raise TaskError(f"task.decode_split must be one of {', '.join(splits)}, got {decode_split!r}")
         if decode_limit is not None and (not isinstance(decode_limit, int) or decode_limit < 1):
@@ -97,13 +108,14 @@ class NLGTask:
 
     def records(self, split: str) -> list[Record]:
         """The distinct inputs of a split, each with all its references, in file order."""
-        files = {**self.spec.official, **(self.spec.lora if self.format == "lora" else {})}
+        files = {**self.spec.official, **(self.spec.released if self.released else {})}
         if split not in files:
             raise TaskError(f"{self.name} has no split {split!r}; splits: {', '.join(files)}")
         path = self.dir / files[split]
+        if self.released and not path.exists() and split in self.spec.official:
+            path = self.dir / self.spec.official[split]  # converted as the released files were made
         if path.exists():
-            kwargs = {"good_only": self.good_only and split == "train"} if self.name == "webnlg" else {}
-            return self.spec.reader(path, **kwargs)
+            return self._read(path, split)
         reason = "and task.hub=false"
         if self.hub:
             try:
@@ -116,6 +128,18 @@ class NLGTask:
             f"{self.dir} or set task.data_dir / LORA_DATA_DIR"
         )
 
+    @property
+    def released(self) -> bool:
+        return self.format == "released"
+
+    def _read(self, path: Path, split: str) -> list[Record]:
+        if self.released and self.name == "e2e" and path.suffix == ".csv":
+            # train.txt is not in the bundle, so which tool tokenised it is unknown: valid.txt's (Moses) for it
+            return read_e2e_text(e2e_text(path, RELEASED_TOKENIZER.get(path.name, "moses")), path)
+        if self.name == "webnlg":
+            return self.spec.reader(path, good_only=self.good_only and (split == "train" or self.released))
+        return self.spec.reader(path)
+
     def examples(self, split: str) -> list[Pair]:
         """Training (and dev-loss) sequences: one per (input, reference)."""
         return [Pair(r.context, ref) for r in self.records(split) for ref in r.references]
@@ -125,17 +149,24 @@ class NLGTask:
     def tokens(self, tokenizer, pair: Pair, special: dict | None) -> tuple[list[int], int]:
         """Ids of one sequence and the length of its conditioning part (which carries no loss)."""
         context = self.context_ids(tokenizer, pair.context, special)
-        lead = "" if self.separator[-1:].isspace() else " "  # word-initial tokens, as in running text
-        completion = tokenizer.encode(lead + pair.completion.strip(), add_special_tokens=False)
+        if self.released:  # gpt2_encode.py: a space, then the completion as the file has it
+            completion = tokenizer.encode(" " + pair.completion, add_special_tokens=False)
+        else:
+            lead = "" if self.separator[-1:].isspace() else " "  # word-initial tokens, as in running text
+            completion = tokenizer.encode(lead + pair.completion.strip(), add_special_tokens=False)
         ids = (context + completion)[: self.max_length - 1] + [tokenizer.eos_token_id]
         return ids, min(len(context), len(ids) - 1)
 
     def context_ids(self, tokenizer, context: str, special: dict | None, limit: int | None = None) -> list[int]:
         """Ids of [prefix] context separator [infix]; a context over `limit` tokens loses its tail, not the
         separator, so that a completion always has room."""
-        ids = tokenizer.encode(context.strip() + self.separator, add_special_tokens=False)
-        if limit is not None and len(ids) > limit:
+        if self.released:  # gpt2_encode.py --add_bos: the context as written, then the end-of-text token
+            ids = tokenizer.encode(context, add_special_tokens=False) + [tokenizer.eos_token_id]
+            tail = 1
+        else:
+            ids = tokenizer.encode(context.strip() + self.separator, add_special_tokens=False)
             tail = len(tokenizer.encode(self.separator, add_special_tokens=False))
+        if limit is not None and len(ids) > limit:
             ids = ids[: max(limit - tail, 1)] + ids[-tail:]
         if special:
             ids = special["prefix"] + ids + special["infix"]
@@ -162,8 +193,12 @@ class NLGTask:
         """Mean cross entropy over completion tokens (label smoothing as in the paper's Table 11)."""
         logits = outputs.logits[:, :-1].float()
         labels = batch["labels"][:, 1:]
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
-                               label_smoothing=label_smoothing)  # fmt: skip
+        if not self.released:
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                                   label_smoothing=label_smoothing)  # fmt: skip
+        summed = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                                 label_smoothing=label_smoothing, reduction="sum")  # fmt: skip
+        return summed / ((labels != -100).sum() + 1e-4)  # model.py's normaliser
 
     @torch.no_grad()
     def predict(self, model, tokenizer, pairs: list[Pair], device, special=None) -> list[tuple[float, int]]:
@@ -188,6 +223,11 @@ class NLGTask:
         room -= len(special["prefix"]) + len(special["infix"]) if special else 0
         contexts = [self.context_ids(tokenizer, r.context, special, limit=room) for r in records]
         texts = generate(model, tokenizer, contexts, self.decoding, device, desc=f"decode {self.name}")
+        records = [Record(r.context, tuple(ref.strip() for ref in r.references), r.category, r.seen) for r in records]
+        if self.released and self.name in ("webnlg", "dart"):  # gpt2_decode.py --tokenize --lower
+            texts = [released_words(t) for t in texts]
+            records = [Record(r.context, tuple(map(released_words, r.references)), r.category, r.seen)
+                       for r in records]  # fmt: skip
         write_text("".join(t + "\n" for t in texts), folder / f"{self.decode_split}.txt")
         write_text(references_text(records), folder / f"{self.decode_split}-references.txt")
         scores = {"all": score(self.name, [list(r.references) for r in records], texts)}
@@ -200,6 +240,15 @@ class NLGTask:
         result = {f"{self.decode_split}/{k}": round(v, 6) for k, v in scores.pop("all").items()}
         result |= {f"{self.decode_split}_{part}/{k}": round(v, 6) for part, d in scores.items() for k, v in d.items()}
         return {"test": result, "decoded_inputs": len(records)}
+
+
+def released_words(text: str) -> str:
+    """Lower case, split at every non-word character, single spaces: gpt2_decode.py's `--tokenize --lower`.
+
+    >>> released_words("Aarhus Airport's runway-length is 2,776.0 .")
+    "aarhus airport ' s runway - length is 2 , 776 . 0 ."
+    """
+    return " ".join(" ".join(re.split(r"(\W)", text.lower())).split())
 
 
 def references_text(records: list[Record]) -> str:

@@ -57,7 +57,7 @@ class Record:
 # --- shared helpers -------------------------------------------------------------------------------------------
 
 
-def _read_text(path: str | Path) -> tuple[Path, str]:
+def read_data_file(path: str | Path) -> tuple[Path, str]:
     """The file's text, or a TaskError naming the file (missing, a folder, not UTF-8, empty)."""
     return Path(path), read_text(path, TaskError, hint="put the released data file there or set LORA_DATA_DIR")
 
@@ -92,7 +92,7 @@ def _triples(file: Path, triples: list[tuple[str, str, str]], entity_spaces: boo
     return " | ".join(f"{entity(s)} : {p.lower() if lower else p} : {entity(o)}" for s, p, o in triples)
 
 
-def _parse_xml(file: Path, text: str) -> ET.Element:
+def parse_xml(file: Path, text: str) -> ET.Element:
     # defusedxml refuses entity declarations and DTDs; a str input makes the declared encoding irrelevant.
     try:
         return SafeET.fromstring(text)
@@ -116,10 +116,17 @@ def _is_xml(file: Path, text: str) -> bool:
 
 def read_e2e(path: str | Path) -> list[Record]:
     """E2E records, one per distinct MR: official CSV (`mr,ref` or `MR`) or LoRA's `mr||ref` text."""
-    file, text = _read_text(path)
+    file, text = read_data_file(path)
     lora = file.suffix.lower() == ".txt" or (file.suffix.lower() != ".csv" and "||" in text.split("\n", 1)[0])
-    records = _group(_lora_pairs(file, text) if lora else _csv_pairs(file, text))
+    records = _group(_lora_pairs(file, text) if lora else csv_pairs(file, text))
     _check(bool(records), file, "no data rows after the header")
+    return records
+
+
+def read_e2e_text(text: str, file: Path) -> list[Record]:
+    """E2E records from the released `mr||ref` text (e.g. converted from a CSV by `nlg_released.e2e_text`)."""
+    records = _group(_lora_pairs(file, text))
+    _check(bool(records), file, "no data rows")
     return records
 
 
@@ -134,7 +141,7 @@ def _lora_pairs(file: Path, text: str):
         yield items[0], items[1]
 
 
-def _csv_pairs(file: Path, text: str):
+def csv_pairs(file: Path, text: str):
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as err:
@@ -176,7 +183,7 @@ _Entry = tuple[str | None, list[tuple[str, str, str]], list[tuple[str, str]]]
 
 
 def _webnlg_file(path: Path) -> list[_Entry]:
-    file, text = _read_text(path)
+    file, text = read_data_file(path)
     entries = _webnlg_xml(file, text) if _is_xml(file, text) else _webnlg_json(file, text)
     _check(bool(entries), file, "no <entry> / entries found")
     return entries
@@ -184,16 +191,16 @@ def _webnlg_file(path: Path) -> list[_Entry]:
 
 def _webnlg_xml(file: Path, text: str) -> list[_Entry]:
     out = []
-    for entry in _parse_xml(file, text).iter("entry"):
+    for entry in parse_xml(file, text).iter("entry"):
         tripleset = entry.find("modifiedtripleset")
         _check(tripleset is not None, file, f"entry {entry.get('eid')} has no <modifiedtripleset>")
-        triples = [_split_triple(file, m.text or "") for m in tripleset.iter("mtriple")]
+        triples = [split_triple(file, m.text or "") for m in tripleset.iter("mtriple")]
         lexes = [(lex.get("comment", "good"), lex.text or "") for lex in entry.findall("lex")]
         out.append((entry.get("category"), triples, lexes))
     return out
 
 
-def _split_triple(file: Path, text: str) -> tuple[str, str, str]:
+def split_triple(file: Path, text: str) -> tuple[str, str, str]:
     parts = text.split(" | ")  # as the WebNLG benchmark reader splits <mtriple> text
     _check(len(parts) == 3, file, f"<mtriple> {text!r} is not `s | p | o`")
     return parts[0], parts[1], parts[2]
@@ -245,7 +252,7 @@ def _webnlg_records(file: Path, entries: list[_Entry], good_only: bool, entity_s
 
 def read_dart(path: str | Path, *, lower_relations: bool = True) -> list[Record]:
     """DART v1.1.1 records, one per entry (JSON or XML); relations lower-cased as LoRA's converter does."""
-    file, text = _read_text(path)
+    file, text = read_data_file(path)
     entries = _dart_xml(file, text) if _is_xml(file, text) else _dart_json(file, text)
     _check(bool(entries), file, "no entries found")
     records = [Record(_triples(file, t, False, lower_relations), tuple(refs)) for t, refs in entries]
@@ -255,10 +262,10 @@ def read_dart(path: str | Path, *, lower_relations: bool = True) -> list[Record]
 
 def _dart_xml(file: Path, text: str) -> list[tuple[list[tuple[str, str, str]], list[str]]]:
     out = []
-    for entry in _parse_xml(file, text).iter("entry"):
+    for entry in parse_xml(file, text).iter("entry"):
         tripleset = entry.find("modifiedtripleset")
         _check(tripleset is not None, file, f"entry {entry.get('eid')} has no <modifiedtripleset>")
-        triples = [_split_triple(file, m.text or "") for m in tripleset.iter("mtriple")]
+        triples = [split_triple(file, m.text or "") for m in tripleset.iter("mtriple")]
         out.append((triples, [lex.text or "" for lex in entry.findall("lex")]))
     return out
 
