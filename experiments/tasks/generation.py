@@ -126,12 +126,12 @@ def _generate_batch(model, tokenizer, chunk: list[tuple], s: dict, device) -> li
     if s["loop"] == "released":
         rows = beam_search(model, [list(c) for c in chunk], s, end_ids(tokenizer, s), tokenizer.pad_token_id)
     else:
-        rows = _transformers_beams(model, tokenizer, chunk, s, device)
+        rows = transformers_beam_search(model, tokenizer, chunk, s, device)
     return [clean(tokenizer.decode(row, skip_special_tokens=False, clean_up_tokenization_spaces=False),
                   tokenizer.eos_token, s["clean"]) for row in rows]  # fmt: skip
 
 
-def _transformers_beams(model, tokenizer, chunk: list[tuple], s: dict, device) -> list[list[int]]:
+def transformers_beam_search(model, tokenizer, chunk: list[tuple], s: dict, device) -> list[list[int]]:
     ids, mask = pad(chunk, tokenizer.pad_token_id, left=True)
     out = model.generate(
         input_ids=ids.to(device),
