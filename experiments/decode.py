@@ -65,16 +65,27 @@ def main(argv=None):
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        settings = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    except ValueError:
-        sys.exit(f"error: --set takes KEY=VALUE with a number or true/false value, got {args.set}")
+    if any("=" not in kv for kv in args.set):
+        sys.exit(f"error: --set takes KEY=VALUE (e.g. length_penalty=0.9 loop=transformers), got {args.set}")
+    settings = {k: _value(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     try:
         result = decode_run(args.run, args.name, args.limit, args.split, settings)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(result["test"], indent=2))
+
+
+def _value(text: str):
+    """A --set value as Hydra reads one: a number or true/false if it is one, else the text.
+
+    >>> _value("0.9"), _value("true"), _value("transformers")
+    (0.9, True, 'transformers')
+    """
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 if __name__ == "__main__":

@@ -74,6 +74,16 @@ class _Best:
                 self.tokens[b] = history[b * beams + beam[b]].tolist()
         scores[ended] = -float("inf")
 
+    def final(self, scores: torch.Tensor, length: int, steps: int, length_penalty: float) -> bool:
+        """True when no live hypothesis can ever beat its input's best, so more steps change nothing. Log
+        probabilities are <= 0, so a score only falls; divided by a length ** penalty it is at most
+        score / max(L ** penalty) over the lengths L still possible (an exact bound, not a heuristic)."""
+        if not self.found.all():
+            return False
+        longest = max((length + 1) ** length_penalty, steps**length_penalty)
+        reachable = (scores / longest).max(dim=1).values.cpu()
+        return bool((self.score >= reachable).all())
+
 
 @torch.no_grad()
 def beam_search(model, contexts: list[list[int]], s: dict, end_ids: list[int], pad_id: int) -> list[list[int]]:
@@ -111,8 +121,8 @@ def beam_search(model, contexts: list[list[int]], s: dict, end_ids: list[int], p
         history = torch.cat([history[rows], tokens], dim=1)
         best.offer(scores, torch.isin(tokens.view(batch, beams), torch.tensor(end_ids, device=device)),
                    history.cpu(), s["length_penalty"])  # fmt: skip
-        if step == steps - 1 or bool(torch.isinf(scores).all()):
-            break  # nothing alive can be kept any more: the released loop would go on without effect
+        if step == steps - 1 or best.final(scores, step + 1, steps, s["length_penalty"]):
+            break  # no live hypothesis can still be kept: the released loop would go on without effect
         cache.reorder_cache(rows)
         mask = torch.cat([mask[rows], mask.new_ones(len(rows), 1)], dim=1)
         last = last[rows] + 1
