@@ -41,8 +41,8 @@ def _module(src_dir, name: str):
 def _run_script(src_dir, script: str, *argv) -> None:
     """`python <src_dir>/<script> argv...`, in this process, its printing swallowed."""
     _module(src_dir, "encoder")  # puts src_dir on sys.path, for the scripts' `import encoder`
-    if "progress" not in sys.modules and importlib.util.find_spec("progress") is None:  # gpt2_encode.py imports
-        # progress.bar.Bar, never uses it
+    # gpt2_encode.py imports progress.bar.Bar and never uses it: a stand-in where that package is missing.
+    if "progress" not in sys.modules and importlib.util.find_spec("progress") is None:
         sys.modules["progress"] = types.ModuleType("progress")
         sys.modules["progress.bar"] = sys.modules["progress"].bar = types.SimpleNamespace(Bar=None)
     path = str(Path(src_dir) / script)

@@ -65,7 +65,7 @@ def test_two_training_steps_equal_gpt2_ft_within_1e_6():
     if not gpt2.released_e2e("valid").exists():
         pytest.skip("the data bundle's e2e/lora-format files are absent (set LORA_SHARED_DIR)")
     model = gpt2.random_gpt2(0)
-    assert GOLDEN["made_by"]["models"]["random"].endswith(gpt2.weights_digest(model))
+    assert GOLDEN["made_by"]["models"]["random"]["weights_digest"] == gpt2.weights_digest(model)
     width, layers = model.config.n_embd, model.config.n_layer
     lora.apply(model, lora.LoRAConfig(r=4, alpha=32, targets=("q", "v"), dropout=0.0))
     start = _released_lora(width, layers)
