@@ -63,3 +63,12 @@ def test_multi_adapter_against_peft(results):
     # 0.0 with the packages of the previous session and is 5.1e-5 (logits of magnitude ~10) with peft 0.21.2 and
     # transformers 5.24 here; a wrong adapter on a row is off by O(1).
     assert rows[0]["max_abs_diff_vs_peft"] <= 1e-4
+
+
+def test_decode_released_needs_a_checkout_of_the_released_code(capsys):
+    """It times microsoft/LoRA's own gpt2_beam.py, which is not part of the project: its path is required."""
+    from benchmarks import decode_released
+
+    with pytest.raises(SystemExit) as exit_:
+        decode_released.main([])
+    assert exit_.value.code == 2 and "--released" in capsys.readouterr().err
