@@ -56,6 +56,8 @@ def main(argv=None):
     p.add_argument("--inputs", type=int, default=50, help="distinct E2E test MRs")
     p.add_argument("--seq-len", type=int, default=512, help="the released script's --seq_len (its README: 512)")
     p.add_argument("--batch", type=int, default=10, help="inputs per batch of our loop")
+    p.add_argument("--min-new-tokens", type=int, default=0,
+                   help="its --min_length (a random model ends at once; 10 makes it decode)")  # fmt: skip
     args = parse(p, argv)
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -64,7 +66,7 @@ def main(argv=None):
     tokenizer = gpt2_bpe()
     task = NLGTask("e2e", hub=False)
     contexts = [task.context_ids(tokenizer, r.context, None) for r in task.records("test")[: args.inputs]]
-    s = decoding_settings({"length_penalty": 0.8, "batch_size": args.batch})
+    s = decoding_settings({"length_penalty": 0.8, "batch_size": args.batch, "min_new_tokens": args.min_new_tokens})
     ends = end_ids(tokenizer, s)
     src = args.released / "examples" / "NLG" / "src"
     config = dict(vocab_size_or_config_json_file=SHAPE["vocab_size"], n_positions=1024, n_ctx=1024, n_embd=768,
@@ -72,7 +74,7 @@ def main(argv=None):
 
     released, t_released = _timed(lambda: released_beam(
         src, model.state_dict(), config, contexts, beam=10, length_penalty=0.8, eval_len=64, seq_len=args.seq_len,
-        no_repeat_ngram_size=4, eos_token_ids=ends))  # fmt: skip
+        no_repeat_ngram_size=4, eos_token_ids=ends, min_length=args.min_new_tokens))  # fmt: skip
     released = [r[: next((i + 1 for i, t in enumerate(r) if t in ends), len(r))] for r in released]
     chunks = [contexts[i : i + args.batch] for i in range(0, len(contexts), args.batch)]
     ours, t_ours = _timed(lambda: [t for c in chunks for t in beam_search(model, c, s, ends, 50256)])
@@ -88,12 +90,13 @@ def main(argv=None):
     print(f"{'decoder':<40} {'wall s':>8} {'s/input':>8} {'vs released':>12}")
     for name, seconds in rows.items():
         print(f"{name:<40} {seconds:8.1f} {seconds / len(contexts):8.2f} {t_released / seconds:11.1f}x")
-    print(f"token-identical to the released outputs: {identical} of {len(contexts)}")
+    length = sum(map(len, released)) / len(released)
+    print(f"token-identical to the released outputs: {identical} of {len(contexts)}; mean output {length:.1f} tokens")
     out = save_json("decode_released", {
         "command": "python -m benchmarks.decode_released " + " ".join(argv or os.sys.argv[1:]),
         "machine": machine(), "inputs": len(contexts), "seq_len": args.seq_len, "batch": args.batch,
         "seconds": rows, "speedup_over_released": {k: t_released / v for k, v in rows.items()},
-        "identical_to_released": identical,
+        "identical_to_released": identical, "mean_output_tokens": length, "min_new_tokens": args.min_new_tokens,
     })  # fmt: skip
     print(f"saved {out}")
 
