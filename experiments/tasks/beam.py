@@ -104,6 +104,7 @@ def beam_search(model, contexts: list[list[int]], s: dict, end_ids: list[int], p
     history = torch.empty(batch * beams, 0, dtype=torch.long, device=device)
     scores = torch.zeros(batch, beams, device=device)
     best = _Best(batch)
+    ends = torch.tensor(end_ids, device=device)  # built once, not at every step
     for step in range(steps):
         seqs = history.tolist()
         if s["no_repeat_scope"] == "all":
@@ -119,7 +120,7 @@ def beam_search(model, contexts: list[list[int]], s: dict, end_ids: list[int], p
         rows = (picked // vocab + offset).view(-1)
         tokens = (picked % vocab).view(-1, 1)
         history = torch.cat([history[rows], tokens], dim=1)
-        best.offer(scores, torch.isin(tokens.view(batch, beams), torch.tensor(end_ids, device=device)),
+        best.offer(scores, torch.isin(tokens.view(batch, beams), ends),
                    history.cpu(), s["length_penalty"])  # fmt: skip
         if step == steps - 1 or best.final(scores, step + 1, steps, s["length_penalty"]):
             break  # no live hypothesis can still be kept: the released loop would go on without effect
