@@ -67,6 +67,21 @@ def create(t: dict) -> Engine:
     return DeepSpeed(t) if t["engine"] == "deepspeed" else Accelerate(t)
 
 
+def leave_process_group():
+    """Destroy the process group, after a barrier that every process reaches.
+
+    Why the barrier: gloo's worker threads release a finished collective's tensors on their own thread, which
+    takes the GIL; if the main thread has already returned and the interpreter is finalizing, that thread
+    aborts the whole process ("terminate called without an active exception", SIGABRT; torch 2.13,
+    pytorch/pytorch#190489). `destroy_process_group` does not join those threads. The barrier carries no
+    tensor and holds the main thread, GIL released, until the other processes have arrived, by which time the
+    workers are done. Measured on two-process plans that end with a run stopped right after a collective:
+    4 of 65 aborted without the barrier, 0 of 50 with it."""
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 class Engine:
     """What the trainer needs from a way of running: set-up, one micro-step's backward, the optimizer step,
     the trained parameters and the optimizer's state, and agreement between processes."""
@@ -130,8 +145,8 @@ class Engine:
 
     def close(self):
         """Leave the process group (only the engine that made it does)."""
-        if self._owns_group and dist.is_initialized():
-            dist.destroy_process_group()
+        if self._owns_group:
+            leave_process_group()
 
     @property
     def _comm_device(self):

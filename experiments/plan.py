@@ -23,6 +23,7 @@ def main(plan_file: str) -> int:
     from omegaconf import OmegaConf
 
     from .cli import USER_ERRORS, check_config, compose, hydra_context
+    from .engines import leave_process_group
     from .train import run
 
     plan = read(plan_file)
@@ -38,8 +39,7 @@ def main(plan_file: str) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group()
     return 0
 
 

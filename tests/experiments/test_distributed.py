@@ -94,12 +94,16 @@ def single(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
-    """engine -> its folder of runs, launched on first use."""
+    """engine -> its folder of runs, launched on first use; a failed launch is not repeated (its first test
+    shows why; the others fail at once, instead of relaunching into the folders it left)."""
     root, done = tmp_path_factory.mktemp("distributed"), {}
 
     def get(engine: str) -> Path:
         if engine not in done:
+            done[engine] = None
             done[engine] = launch(engine, root)
+        if done[engine] is None:
+            pytest.fail(f"the {engine} launch failed: its first test in this session shows why")
         return done[engine]
 
     return get
