@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
 
 from baselines import MethodError
 from baselines import check as check_method
@@ -84,3 +88,61 @@ def one_line(err: Exception) -> str:
         if line and not line.startswith(("full_key", "object_type", "reference_type")):
             kept.append(line)
     return " ".join(kept)
+
+
+class SweepSummary(Callback):
+    """A Hydra callback (conf/config.yaml): each job of a multirun appends its outcome to `jobs.jsonl` in the
+    sweep folder (where it runs: here, or on a SLURM node), and the end of the multirun prints them as one
+    table. Single runs are left alone."""
+
+    def on_job_end(self, config, job_return, **kwargs):
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hydra = HydraConfig.get()
+        if hydra.mode != RunMode.MULTIRUN:
+            return
+        result = job_return._return_value if isinstance(job_return._return_value, dict) else {}
+        best = result.get("best") or {}
+        line = {"job": hydra.job.num, "overrides": " ".join(hydra.overrides.task),
+                "status": result.get("status", str(job_return.status.name).lower()),
+                "metric": result.get("metric"), "best": best.get(result.get("metric")), "step": best.get("step"),
+                "folder": config.trainer.output_dir}  # fmt: skip
+        sweep = Path(hydra.sweep.dir)
+        sweep.mkdir(parents=True, exist_ok=True)
+        with open(sweep / "jobs.jsonl", "a") as f:  # one short append per job: whole lines, any launcher
+            f.write(json.dumps(line) + "\n")
+
+    def on_multirun_end(self, config, **kwargs):
+        jobs_file = Path(config.hydra.sweep.dir) / "jobs.jsonl"
+        if not jobs_file.exists():
+            return
+        jobs = sorted((json.loads(line) for line in jobs_file.read_text().splitlines() if line), key=lambda j: j["job"])
+        print(sweep_table(jobs) + f"\n{len(jobs)} jobs; this table: {jobs_file}")
+
+
+def sweep_table(jobs: list[dict]) -> str:
+    """The jobs of a sweep as aligned columns, each with the overrides that tell it from the others.
+
+    >>> job = {"status": "complete", "metric": "dev/accuracy", "step": 6}
+    >>> print(sweep_table([{**job, "job": 0, "overrides": "method.r=1 task=rte", "best": 0.8125, "folder": "a"},
+    ...                    {**job, "job": 1, "overrides": "method.r=2 task=rte", "best": 0.75, "folder": "b"}]))
+    job  swept       status    best dev/accuracy  step  folder
+    0    method.r=1  complete  0.8125             6     a
+    1    method.r=2  complete  0.7500             6     b
+    """
+    shared = set.intersection(*(set(j["overrides"].split()) for j in jobs)) if len(jobs) > 1 else set()
+    swept = {j["job"]: " ".join(o for o in j["overrides"].split() if o not in shared) for j in jobs}
+    metrics = sorted({j["metric"] for j in jobs if j.get("metric")})
+    best = f"best {metrics[0]}" if len(metrics) == 1 else "best (metric)"
+    head = ["job", "overrides" if len(jobs) == 1 else "swept", "status", best, "step", "folder"]
+    rows = [[str(j["job"]), swept[j["job"]], j["status"], _best_cell(j, len(metrics) > 1),
+             "" if j.get("step") is None else str(j["step"]), j["folder"]] for j in jobs]  # fmt: skip
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [head, *rows])
+
+
+def _best_cell(job: dict, name_metric: bool) -> str:
+    if job.get("best") is None:
+        return "-"
+    return f"{job['best']:.4f}" + (f" ({job['metric']})" if name_metric else "")

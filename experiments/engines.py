@@ -22,8 +22,11 @@ process as rank 0 (measured with accelerate 1.15, ../shared/notes/cpu-feasibilit
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import socket
+import sys
 from pathlib import Path
 
 import torch
@@ -64,6 +67,8 @@ def create(t: dict) -> Engine:
     if t["offload"] and t["optimizer"] != "adamw":
         raise EngineError(f"trainer.offload runs DeepSpeed's own CPU AdamW: it cannot run trainer.optimizer="
                           f"{t['optimizer']}; set trainer.optimizer=adamw or trainer.offload=false")  # fmt: skip
+    if not torch.cuda.is_available():  # else DeepSpeed, imported by accelerate, warns of it on every run
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     return DeepSpeed(t) if t["engine"] == "deepspeed" else Accelerate(t)
 
 
@@ -276,7 +281,8 @@ class DeepSpeed(Engine):
                 RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
             )
             os.environ.update(self._env)
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        with _quiet_op_builds():
+            deepspeed.init_distributed(dist_backend=backend, verbose=False)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.name = f"DeepSpeed ZeRO-{t['zero_stage']}" + (" with CPU offload" if t["offload"] else "")
         self.device = torch.device(f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu")
@@ -365,6 +371,23 @@ class DeepSpeed(Engine):
         model = rebuild()  # stage 3 holds only a slice of each parameter here: a whole copy for the last part
         load_tensors(model, state, source="the trained parameters", base_model="this run's model")
         return model.to(self.device)
+
+
+@contextlib.contextmanager
+def _quiet_op_builds():
+    """DeepSpeed probes and builds its C++ ops on the CPU at set-up: the compiler's command lines go to the
+    root logger and "... built successfully" to stdout, on every run. Both are held back here; they are
+    printed if the set-up fails, where they say why."""
+    root, level, held = logging.getLogger(), logging.getLogger().level, io.StringIO()
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        with contextlib.redirect_stdout(held):
+            yield
+    except BaseException:
+        sys.stderr.write(held.getvalue())
+        raise
+    finally:
+        root.setLevel(level)
 
 
 def _free_port() -> int:

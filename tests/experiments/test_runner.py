@@ -247,6 +247,15 @@ def test_every_job_of_a_sweep_gets_its_own_default_folder(tmp_path):
     metrics = json.loads(next((tmp_path / "runs").rglob("metrics.json")).read_text())
     assert metrics["command"].startswith("run.py -m method.r=1,2,4 model=tiny_bert")  # the exact command
     assert metrics["experiment"] is None and isinstance(metrics["git_dirty"], bool)
+    # the multirun ends with one table of its jobs, from jobs.jsonl in the sweep folder
+    jobs = [json.loads(line) for line in next((tmp_path / "multirun").rglob("jobs.jsonl")).read_text().splitlines()]
+    assert sorted(j["job"] for j in jobs) == [0, 1, 2] and {j["status"] for j in jobs} == {"complete"}
+    table = done.stdout[done.stdout.index("job  swept") :].splitlines()
+    for job in jobs:
+        best = json.loads((tmp_path / job["folder"] / "metrics.json").read_text())["best"]["dev/accuracy"]
+        assert f"{job['job']}    method.r={2 ** job['job']}  complete  {best:.4f}" in table[1 + job["job"]]
+    # and no third-party warning reached the terminal (DeepSpeed's "Setting accelerator to CPU" did, on every run)
+    assert "WARNING" not in done.stderr + done.stdout and "warn" not in done.stderr.lower(), done.stderr[-2000:]
 
 
 def test_a_folder_holding_other_files_is_never_claimed(tmp_path):
