@@ -7,6 +7,8 @@ module spells out its file names.
     adapter.safetensors (+ .json)   only the trained parameters, as training ended
     adapter-best.safetensors (+ .json)   the same at the best evaluation (the one metrics.json's "best" reports)
     log.txt            the log
+    scalars.csv        every optimizer step's train/loss and lr, and every evaluation's scores: step,tag,value
+    tensorboard/       the same as TensorBoard event files, when tensorboardX is installed
     predictions/       what the task's last word wrote (NLG: the decoded test set and its references)
     decodes/NAME/      later decodes of the finished model (`python -m experiments.decode`)
     checkpoints/step-N/   the latest complete checkpoint (COMPLETE, with the files' SHA-256, is written last)
@@ -20,6 +22,7 @@ its COMPLETE marker is present and every file matches the checksum recorded ther
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
 import json
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 CONFIG_FILE, METRICS_FILE, LOG_FILE = "config.yaml", "metrics.json", "log.txt"
 BEST_ADAPTER_FILE = "adapter-best.safetensors"  # the trained parameters of the best evaluation
 PREDICTIONS_DIR, DECODES_DIR, CHECKPOINTS_DIR = "predictions", "decodes", "checkpoints"
+SCALARS_FILE, TENSORBOARD_DIR = "scalars.csv", "tensorboard"
 DAMAGED_DIR = "damaged-checkpoints"
 CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "state.json")
 
@@ -232,6 +236,51 @@ class RunFolder:
     def write_metrics(self, metrics: dict):
         write_text(json.dumps(metrics, indent=2) + "\n", self.path / METRICS_FILE)
 
+    def scalars(self, step: int, wandb_run=None) -> ScalarLog:
+        """The run's per-step scalars, continued from `step` (0, or the checkpoint resumed from)."""
+        return ScalarLog(self.path, step, wandb_run)
+
+
+class ScalarLog:
+    """Per-step scalars to every sink at once: scalars.csv (always), TensorBoard (when tensorboardX is
+    installed), wandb (when the run has one). The CSV is appended to, one flushed line per value, unlike
+    the folder's other files (rewriting it every step would cost more than the step): a killed run leaves
+    at most one cut line, and a resumed one first drops every line past its checkpoint (`read_scalars`
+    skips a cut line)."""
+
+    def __init__(self, folder: Path, step: int, wandb_run=None):
+        file = folder / SCALARS_FILE
+        kept = [r for r in read_scalars(folder) if r[0] <= step] if file.exists() else []
+        with atomic_path(file) as tmp, open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([("step", "tag", "value"), *kept])
+        self._file = open(file, "a", newline="")  # noqa: SIM115 -- open until close()
+        self._csv, self._wandb = csv.writer(self._file), wandb_run
+        self._tensorboard = _tensorboard_writer(folder / TENSORBOARD_DIR, step)
+
+    def log(self, step: int, values: dict[str, float]):
+        for tag, value in values.items():
+            self._csv.writerow((step, tag, repr(float(value))))
+            if self._tensorboard is not None:
+                self._tensorboard.add_scalar(tag, value, step)
+        self._file.flush()
+        if self._wandb is not None:
+            self._wandb.log(values, step=step)
+
+    def close(self):
+        self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def _tensorboard_writer(folder: Path, step: int):
+    """A TensorBoard writer that continues from `step` (events past it, from before a resume, are dropped
+    by TensorBoard's purge_step), or None when tensorboardX is not installed."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder), purge_step=step or None)
+
 
 def sha256(file: Path) -> str:
     h = hashlib.sha256()
@@ -290,6 +339,30 @@ def check_output_dir(path: Path):
 def find_runs(folder: str | Path) -> list[Path]:
     """Every run folder below `folder` (one with both config.yaml and metrics.json), sorted."""
     return sorted(p.parent for p in Path(folder).rglob(METRICS_FILE) if (p.parent / CONFIG_FILE).exists())
+
+
+def read_scalars(run: Path) -> list[tuple[int, str, float]]:
+    """A run's scalars.csv as (step, tag, value) rows in the order written; empty when there is none.
+
+    A last line without its newline was cut short by a kill and is skipped (its value may be cut too)."""
+    file = Path(run) / SCALARS_FILE
+    if not file.is_file():
+        return []
+    text = file.read_text(encoding="utf-8")
+    lines = text.splitlines()[1:] if text.endswith("\n") else text.splitlines()[1:-1]
+    rows = []
+    for line in csv.reader(lines):
+        try:
+            rows.append((int(line[0]), line[1], float(line[2])))
+        except (IndexError, ValueError):
+            continue
+    return rows
+
+
+def training_curve(run: Path, tag: str = "train/loss") -> tuple[list[int], list[float]]:
+    """(steps, values) of one scalar of a run, e.g. train/loss, lr, dev/accuracy."""
+    pairs = [(step, value) for step, t, value in read_scalars(run) if t == tag]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
 def read_config(run: Path) -> dict:

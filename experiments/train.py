@@ -33,7 +33,7 @@ from . import checkpoints, engines
 from .config import validate
 from .models import adapter_model, check_loadable, load_tokenizer, prepared_model
 from .preemption import Preemption
-from .runs import RunError, RunFolder, environment
+from .runs import RunError, RunFolder, ScalarLog, environment
 from .tasks import Task, build_task, fitted
 
 log = logging.getLogger("lora.train")
@@ -119,6 +119,7 @@ class _Run:
     rebuild: Callable[[], torch.nn.Module]  # the same model again (ZeRO-3's last part needs a whole copy)
     state: dict = field(default_factory=dict)
     wandb_run: object = None
+    scalars: ScalarLog | None = None  # the main process's per-step scalars (CSV, TensorBoard, wandb)
 
 
 def _train(cfg: dict, engine: engines.Engine) -> dict:
@@ -132,6 +133,15 @@ def _train(cfg: dict, engine: engines.Engine) -> dict:
 
 def _train_into(folder: RunFolder, cfg: dict, engine: engines.Engine) -> dict:
     r = _start(cfg, engine, folder)
+    try:
+        return _train_started(r)
+    finally:
+        if r.scalars is not None:
+            r.scalars.close()
+
+
+def _train_started(r: _Run) -> dict:
+    engine = r.engine
     started = time.time() - r.state["train_seconds"]
     stopped = _loop(r, started)
     if stopped:
@@ -186,6 +196,7 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     elif folder.damaged:
         log.warning("no good checkpoint left: training starts from step 0")
     r.wandb_run = _wandb(cfg, folder.path) if cfg.get("logger", {}).get("wandb") and engine.is_main else None
+    r.scalars = folder.scalars(r.state["step"], r.wandb_run) if engine.is_main else None
     return r
 
 
@@ -240,11 +251,11 @@ def _after_step(r: _Run, started: float, done: bool, preemption: Preemption, bar
     """Log, evaluate and checkpoint as the trainer config asks; hand over to the launcher when preempted."""
     t, engine, state = r.cfg["trainer"], r.engine, r.state
     eval_every = t["eval_every"] or r.per_epoch
+    lr = engine.lr()
+    if r.scalars is not None:
+        r.scalars.log(state["step"], {"train/loss": state["loss"], "lr": lr})
     if state["step"] % t["log_every"] == 0:
-        lr = engine.lr()
         log.info("step %d loss %.4f lr %.2e", state["step"], state["loss"], lr)
-        if r.wandb_run:
-            r.wandb_run.log({"train/loss": state["loss"], "lr": lr}, step=state["step"])
     if state["step"] % eval_every == 0 or done:
         _evaluate_into(r)
     preempted = engine.any(preemption.requested is not None)  # all processes checkpoint together
@@ -329,8 +340,8 @@ def _evaluate_into(r: _Run):
         if engine.is_main:  # the adapter behind the reported number, kept (the last one may be worse)
             _write_adapter(engine.module(), trained, r.folder.best_adapter, r.cfg)
     log.info("eval step %d: %s", state["step"], ", ".join(f"{k} {v:.4f}" for k, v in record.items() if "/" in k))
-    if r.wandb_run:
-        r.wandb_run.log({f"eval/{k}": v for k, v in record.items() if "/" in k}, step=state["step"])
+    if r.scalars is not None:
+        r.scalars.log(state["step"], {k: v for k, v in record.items() if "/" in k and isinstance(v, int | float)})
 
 
 def _diverged(folder: RunFolder, cfg: dict, state: dict, loss: float, main: bool):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import lora
 from experiments.cli import check_config, compose, hydra_context
 from experiments.models import build
 from experiments.paths import CONF_DIR, ROOT
-from experiments.runs import RunError
+from experiments.runs import RunError, read_scalars, training_curve
 from experiments.tasks import GLUE_TASKS
 from experiments.train import run
 from lora.files import read_safetensors
@@ -149,6 +150,36 @@ def test_tiny_end_to_end_run_writes_a_complete_run_folder(model, tmp_path):
     tensors, _ = read_safetensors(tmp_path / "adapter.safetensors")
     assert sum(t.numel() for t in tensors.values()) == metrics["params"]["trainable"]
     assert not (tmp_path / "checkpoints").exists()
+    # every step's loss and lr in scalars.csv: the linear decay's closed form (6 steps, no warmup), the evals
+    steps, lr = training_curve(tmp_path, "lr")
+    assert steps == [1, 2, 3, 4, 5, 6] and lr == pytest.approx([1e-2 * (6 - s) / 6 for s in steps], abs=1e-12)
+    assert training_curve(tmp_path, "train/loss")[0] == steps
+    assert training_curve(tmp_path, "dev/accuracy") == ([3, 6], [e["dev/accuracy"] for e in metrics["evals"]])
+
+
+def _tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """tag -> (step, value) from the TensorBoard event files under `folder` (TFRecord: length, CRC, event, CRC)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    found: dict = {}
+    for file in sorted(folder.rglob("events.out.tfevents.*")):
+        data, at = file.read_bytes(), 0
+        while at < len(data):
+            (n,) = struct.unpack("<Q", data[at : at + 8])
+            event = Event.FromString(data[at + 12 : at + 12 + n])
+            at += 12 + n + 4
+            for v in event.summary.value:
+                found.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return found
+
+
+def test_per_step_scalars_reach_tensorboard_as_in_the_csv(tmp_path):
+    pytest.importorskip("tensorboardX", reason="tensorboardX is a dev extra: pip install -e '.[dev]'")
+    run(config(tmp_path, "model=tiny_bert", "task=rte", *TINY))
+    events = _tensorboard_scalars(tmp_path / "tensorboard")
+    for tag in ("train/loss", "lr", "dev/accuracy"):
+        steps, values = training_curve(tmp_path, tag)
+        assert [s for s, _ in events[tag]] == steps and [v for _, v in events[tag]] == pytest.approx(values, rel=1e-6)
 
 
 def test_full_fine_tuning_and_regression_task(tmp_path):
@@ -170,6 +201,9 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     a, _ = read_safetensors(tmp_path / "straight" / "adapter.safetensors")
     b, _ = read_safetensors(tmp_path / "resumed" / "adapter.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # steps 4 and 5, logged before the stop, were dropped on resume and logged again: the same scalars
+    assert read_scalars(tmp_path / "resumed") == read_scalars(tmp_path / "straight")
+    assert [s for s, tag, _ in read_scalars(tmp_path / "resumed") if tag == "lr"] == list(range(1, 10))
 
 
 def test_a_finished_run_or_another_config_is_never_overwritten(tmp_path):
@@ -402,3 +436,8 @@ def test_an_accelerate_accumulation_setting_in_the_environment_is_refused(tmp_pa
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
     with pytest.raises(Exception, match="unset it and use trainer.grad_accum"):
         run(config(tmp_path, "model=tiny_bert", "task=rte", *TINY))
+
+
+def test_a_scalar_line_cut_short_by_a_kill_is_skipped(tmp_path):
+    (tmp_path / "scalars.csv").write_text("step,tag,value\n1,train/loss,2.5\n1,lr,0.01\n2,train/loss,2.4")
+    assert read_scalars(tmp_path) == [(1, "train/loss", 2.5), (1, "lr", 0.01)]  # "2.4" may have been "2.4471"
