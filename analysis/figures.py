@@ -1,12 +1,13 @@
 """The paper's figures as PNG files: each function takes data (no run folders) and an output path.
 
 - `phi_heatmaps`: Figures 3 and 4 (phi grids: r=8 against r=64, seed against seed, a random baseline)
-- `accuracy_vs_params`: Figure 2 (score against trainable parameters, one line per method)
+- `score_vs_params`: Figure 2 (score against trainable parameters, a series per method and weight types)
 - `h3_curves`: Appendix H.3 / Figure 8 as curves (phi between W's top-k and Delta W's top-r directions)
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on the training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from lora.files import write_text  # noqa: E402
 
 
 def _save(fig, out) -> Path:
@@ -45,25 +48,31 @@ def phi_heatmaps(panels: dict[str, np.ndarray], out, title: str = "", xlabel: st
     return _save(fig, out)
 
 
-def accuracy_vs_params(rows: list[dict], out, metric: str | None = None, scale: float = 100.0) -> Path:
-    """Figure 2 style: best score (x `scale`) against trainable parameters (log axis), a line per method.
+def score_vs_params(figure: dict, out) -> Path:
+    """Figure 2: best dev score against trainable parameters (log axis), one series per method and
+    weight-type set, one point per configuration with its seeds' standard deviation as an error bar.
 
-    Rows are `analysis.tables.collect` rows; runs of one method and parameter count are averaged over seeds.
+    `figure` is one `analysis.tables.figure2` entry; the axes name its metric, task and model, and the
+    note under the plot the runs it came from (all of them, with every point, in the .json beside the PNG).
     """
-    points: dict = {}
-    for r in rows:
-        if r.get("status") == "complete" and r.get("best") is not None and r.get("trainable"):
-            points.setdefault(r["method"], {}).setdefault(r["trainable"], []).append(scale * r["best"])
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for method, by_n in sorted(points.items()):
-        xs = sorted(by_n)
-        ax.plot(xs, [np.mean(by_n[x]) for x in xs], marker="o", label=method)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (label, points) in enumerate(figure["series"].items()):
+        xs, ys = [p["trainable"] for p in points], [p["mean"] for p in points]
+        errors = [p["std"] if p["n"] > 1 else 0.0 for p in points]
+        ax.errorbar(xs, ys, yerr=errors, marker="o", markersize=4, capsize=3, color=f"C{i % 10}", label=label)
     ax.set_xscale("log")
-    ax.set(xlabel="trainable parameters", ylabel=metric or "best dev score")
+    metric = figure["metric"].split("/")[-1] + (" x100" if figure["x100"] else "")
+    ax.set(xlabel="trainable parameters", ylabel=f"best dev {metric} on {figure['task']}",
+           title=f"{figure['model']} on {figure['task']}")  # fmt: skip
     ax.grid(alpha=0.3)
-    if points:
-        ax.legend(fontsize=8)
-    return _save(fig, out)
+    if figure["series"]:
+        ax.legend(fontsize=7)
+    seeds = max((p["n"] for points in figure["series"].values() for p in points), default=0)
+    note = f"{len(figure['runs'])} runs: {figure['title']}" + ("; bars: ± std over seeds" if seeds > 1 else "")
+    fig.text(0.01, -0.02, note, fontsize=7, ha="left", va="top")
+    out = _save(fig, out)
+    write_text(json.dumps(figure, indent=1) + "\n", out.with_suffix(".json"))
+    return out
 
 
 def h3_curves(curves: dict[str, dict], out, title: str = "") -> Path:

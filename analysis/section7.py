@@ -12,12 +12,39 @@ import numpy as np
 
 from .subspace import phi_grid
 
+ROLES = {"r=8 seed 0": (8, 0), "r=64 seed 0": (64, 0), "r=64 seed 1": (64, 1)}  # name -> (rank, seed)
 
-def pick(rows: list[dict], r: int, seed: int = 0, **match) -> dict | None:
-    """The first complete LoRA run (a `tables.collect` row) with this rank, seed and any field values given."""
-    want = {"method": "lora", "status": "complete", "seed": seed, **match}
-    hits = (row for row in rows if str(row["r"]) == str(r) and all(row.get(k) == v for k, v in want.items()))
-    return next(hits, None)
+
+class Section7Error(ValueError):
+    """The runs given cannot answer Section 7's questions without mixing runs; the message says why."""
+
+
+def choose(rows: list[dict]) -> dict:
+    """The runs Section 7 compares (ROLES), all from one comparable group of complete LoRA runs: the same
+    model, task, metric, weight types and protocol, differing only in r and the seed (`tables.groups`).
+
+    Returns {"group": its title or None, role: row or None}: the group holding most of the roles. A
+    Section7Error when two groups hold all three (point the notebook at one sweep's folder)."""
+    from .tables import groups  # analysis.tables reads run folders; this module only its rows
+
+    lora = [r for r in rows if r["method"] == "lora" and r["status"] == "complete"]
+    found = []
+    for title, rs in groups(lora, ("trainer.seed", "method.r")):
+        picked = {role: _pick(rs, r, seed) for role, (r, seed) in ROLES.items()}
+        found.append((sum(v is not None for v in picked.values()), title, picked))
+    complete = [title for n, title, _ in found if n == len(ROLES)]
+    if len(complete) > 1:
+        raise Section7Error(f"{len(complete)} groups of runs each hold r=8 and r=64 runs ({'; '.join(complete)}); "
+                            "point LORA_RUNS_DIR at one sweep's folder")  # fmt: skip
+    if not found:
+        return {"group": None, **dict.fromkeys(ROLES)}
+    n, title, picked = max(found, key=lambda f: f[0])
+    return {"group": title if n else None, **picked}
+
+
+def _pick(rows: list[dict], r: int, seed: int) -> dict | None:
+    """The run of this rank and seed; the first in folder order when a group holds two (a repeat)."""
+    return next((row for row in rows if str(row["r"]) == str(r) and row["seed"] == seed), None)
 
 
 def a_matrices(adapter: Path, layer: int | None = None) -> tuple[int, dict[str, np.ndarray]]:

@@ -181,14 +181,100 @@ def groups(rows: list[dict], swept: tuple[str, ...]) -> list[tuple[str, list[dic
     return sorted(out, key=lambda g: g[0])
 
 
+# What sets a method's number of trainable parameters: the points along one Figure 2 series.
+SIZE_KEYS = ("method.r", "method.l_p", "method.l_i", "method.blocks")
+
+
+def figure2(rows: list[dict]) -> list[dict]:
+    """Figure 2's data, one figure per comparable group of complete runs (`groups`, methods swept): a series
+    per method and weight-type set (and any other setting its runs differ in but size), a point per
+    configuration at its trainable-parameter count, the mean over that configuration's seeds with their
+    standard deviation and n. GLUE scores x100, as the paper plots them. Each figure names its runs."""
+    done = [r for r in rows if r["status"] == "complete" and r["best"] is not None and r.get("trainable")]
+    figures = []
+    for title, rs in groups(done, SWEPT["methods"]):
+        glue = rs[0]["task"] in GLUE
+        lines: dict = {}
+        for r in rs:
+            config = {k: repr(v) for k, v in r["_config"].items() if _swept(k, SWEPT["methods"])}
+            weights = _shape(r)[0] if r["method"].startswith("lora") else ()  # per-type ranks name them too
+            rest = tuple(sorted((k, v) for k, v in config.items() if k not in (*SIZE_KEYS, *_NAMED, "trainer.seed")))
+            size = tuple(sorted((k, v) for k, v in config.items() if k in SIZE_KEYS))
+            lines.setdefault((r["method"], weights, rest), {}).setdefault(size, []).append(r)
+        series = {}
+        for (method, weights, rest), points in lines.items():
+            twins = [dict(o[2]) for o in lines if o[:2] == (method, weights) and o[2] != rest]
+            label = method + (f" {_label(weights)}" if weights else "") + _differences(dict(rest), twins)
+            series[label] = sorted(
+                ({"trainable": pts[0]["trainable"], **_agg([_pct(p["best"]) if glue else p["best"] for p in pts]),
+                  "size": dict(size), "runs": sorted(p["run"] for p in pts)} for size, pts in points.items()),
+                key=lambda p: p["trainable"])  # fmt: skip
+        model, task, metric = rs[0]["model"], rs[0]["task"], rs[0]["metric"]
+        figures.append({"title": title, "model": model, "task": task, "metric": metric, "x100": glue,
+                        "runs": sorted(r["run"] for r in rs), "series": dict(sorted(series.items()))})  # fmt: skip
+    return figures
+
+
+_NAMED = ("method.name", "method.targets")  # in a series' label already
+
+
+def _swept(key: str, swept: tuple[str, ...]) -> bool:
+    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in swept)
+
+
+def _differences(mine: dict, twins: list[dict]) -> str:
+    """', key=value' for each setting in which a series differs from its twins (same method and weights).
+
+    >>> _differences({"trainer.lr": "0.001", "method.alpha": "8"}, [{"trainer.lr": "0.01", "method.alpha": "8"}])
+    ', trainer.lr=0.001'
+    """
+    differ = sorted({k for t in twins for k in set(t) | set(mine) if t.get(k) != mine.get(k)})
+    return "".join(f", {k}={mine.get(k, '-')}" for k in differ)
+
+
 def collect(runs_dir) -> list[dict]:
-    """One row per run folder under `runs_dir`; a TablesError when there is none."""
+    """One row per run folder under `runs_dir` (or per line of a runs.csv this module wrote); a TablesError
+    when there is none."""
     root = Path(runs_dir)
+    if root.is_file() and root.suffix == ".csv":
+        return rows_from_csv(root)
     if not root.is_dir():
         raise TablesError(f"{root} is not a folder; give the folder your runs were written to (e.g. runs/)")
     rows = [row_of(f, root) for f in run_folders(root)]
     if not rows:
         raise TablesError(f"no run under {root}: no folder there holds both config.yaml and metrics.json")
+    return rows
+
+
+# runs.csv column -> the config key it holds: all a runs.csv can say about what makes runs comparable
+_CSV_CONFIG = {"model": "model.name", "method": "method.name", "task": "task.name", "r": "method.r",
+               "alpha": "method.alpha", "targets": "method.targets", "lr": "trainer.lr", "steps": "trainer.max_steps",
+               "batch_size": "trainer.batch_size", "seed": "trainer.seed"}  # fmt: skip
+_CSV_NUMBERS = ("lr", "best", "final", "trainable_pct", "wall_seconds", "train_seconds")
+
+
+def rows_from_csv(file: Path) -> list[dict]:
+    """The rows of a runs.csv that `save` wrote, for tables and figures when only the CSV is at hand (the
+    run folders were not kept, or not shared). Comparable groups are judged on its columns (model, method,
+    task, r, alpha, targets, lr, steps, batch size, seed), not on the whole config a run folder holds."""
+    with open(file, newline="") as f:
+        rows = [dict(line) for line in csv.DictReader(f)]
+    if not rows or "run" not in rows[0] or "best" not in rows[0]:
+        raise TablesError(f"{file} is not a runs.csv written by analysis.tables (no run or best column)")
+    for row in rows:
+        for key, value in row.items():
+            row[key] = None if value == "" else value
+        for key in ("r", "alpha", "steps", "batch_size", "seed", "best_step", "trainable", "total"):
+            row[key] = int(row[key]) if row.get(key) is not None and row[key].lstrip("-").isdigit() else row.get(key)
+        for key in (*_CSV_NUMBERS, *(k for k in row if k.startswith("test/"))):
+            row[key] = float(row[key]) if row.get(key) is not None else None
+        rank = row["r"]
+        if isinstance(rank, str) and ":" in rank:  # per-type ranks, 'q:4,v:4': the config held a mapping
+            rank = {k: int(v) for k, v in (kv.split(":") for kv in rank.split(","))}
+        config = {key: row.get(column) for column, key in _CSV_CONFIG.items()}
+        config["method.r"] = rank
+        config["method.targets"] = None if isinstance(rank, dict) or not row["targets"] else row["targets"].split(",")
+        row["_config"] = config
     return rows
 
 

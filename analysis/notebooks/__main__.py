@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import notebooks
+from . import fresh_folder, notebooks
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,12 @@ def execute(source: Path, runs_dir: Path, out: Path, timeout: int = 900) -> Path
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("runs_dir", type=Path)
-    p.add_argument("--out", type=Path, default=None, help="where notebooks and figures go (default RUNS_DIR/analysis)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where notebooks and figures go (default RUNS_DIR/analysis; DIR-2, ... if it holds files)",
+    )
     p.add_argument("--only", default=None, help="run only the notebook of this name (e.g. tables)")
     args = p.parse_args(argv)
     from analysis.tables import TablesError, collect
@@ -45,7 +50,7 @@ def main(argv=None):
     if not chosen:
         sys.stderr.write(f"error: no notebook {args.only!r}; there are {', '.join(n.stem for n in notebooks())}\n")
         sys.exit(2)
-    out = args.out or args.runs_dir / "analysis"
+    out = fresh_folder(args.out or args.runs_dir / "analysis")
     out.mkdir(parents=True, exist_ok=True)
     from nbclient.exceptions import CellExecutionError
 

@@ -28,17 +28,16 @@ from pathlib import Path
 from IPython.display import Image, display
 
 from analysis import amplification, figures, section7, tables
+from analysis.notebooks import fresh_folder
 from experiments.runs import RunFolder
 
 RUNS = Path(os.environ.get("LORA_RUNS_DIR", "runs/sweeps/section7_minilm_sst2"))
-OUT = Path(os.environ.get("LORA_ANALYSIS_OUT", RUNS / "analysis"))
+OUT = Path(os.environ.get("LORA_ANALYSIS_OUT") or fresh_folder(RUNS / "analysis"))  # never over earlier outputs
 BLOCK = int(os.environ["LORA_BLOCK"]) if os.environ.get("LORA_BLOCK") else None
 OUT.mkdir(parents=True, exist_ok=True)
 rows = tables.collect(RUNS)
-small = section7.pick(rows, 8, seed=0)
-same = {"model": small["model"], "task": small["task"], "targets": small["targets"]} if small else {}
-large = section7.pick(rows, 64, seed=0, **same)
-other = section7.pick(rows, 64, seed=1, **same)
+chosen = section7.choose(rows)  # one comparable group: same model, task, protocol; only r and seed differ
+small, large, other = (chosen[role] for role in section7.ROLES)
 adapter = lambda row: RunFolder(RUNS / row["run"]).adapter
 
 
@@ -48,8 +47,9 @@ def show_phi(panels: dict, file: str, title: str):
     display(Image(filename=str(figures.phi_heatmaps(panels, OUT / file, title))))
 
 
-for name, row in (("r=8 seed 0", small), ("r=64 seed 0", large), ("r=64 seed 1", other)):
-    print(f"{name:<12} {row['run'] if row else 'missing'}")
+print(f"comparable group: {chosen['group'] or 'none: no complete LoRA run at r=8 or r=64'}")
+for role in section7.ROLES:
+    print(f"{role:<12} {chosen[role]['run'] if chosen[role] else 'missing'}")
 
 # %% [markdown]
 # ## Figure 3: r=8 against r=64
@@ -95,13 +95,15 @@ if curves:
 # (median, min, max), with a verdict either way. Saved as `findings.json`.
 
 # %%
-findings = {}
-if small and large and other:
+if small and large and other:  # verdicts only from the three runs of one comparable group
+    findings = {"group": chosen["group"], "runs": {role: chosen[role]["run"] for role in section7.ROLES}}
     findings["subspace"] = section7.observations(adapter(small), adapter(large), adapter(other))
     print(section7.format_observations(findings["subspace"]))
-for row in (r for r in (small, large) if r):
-    model, cfg = amplification.load_run(RUNS / row["run"])
-    summary = section7.amplification_summary(amplification.analyse(model, ks=[1]))
-    findings[f"amplification r={row['r']}"] = summary
-    print(section7.format_amplification(f"r={row['r']} ({row['run']})", summary))
-(OUT / "findings.json").write_text(json.dumps(findings, indent=2, default=bool) + "\n")
+    for row in (small, large):
+        model, cfg = amplification.load_run(RUNS / row["run"])
+        summary = section7.amplification_summary(amplification.analyse(model, ks=[1]))
+        findings[f"amplification r={row['r']}"] = summary
+        print(section7.format_amplification(f"r={row['r']} ({row['run']})", summary))
+    (OUT / "findings.json").write_text(json.dumps(findings, indent=2, default=bool) + "\n")
+else:
+    print("no findings: they need r=8 seed 0, r=64 seed 0 and r=64 seed 1 from one comparable group")

@@ -22,9 +22,11 @@ from pathlib import Path
 from IPython.display import Image, Markdown, display
 
 from analysis import figures, tables
+from analysis.notebooks import fresh_folder
+from lora.files import unused_path
 
 RUNS = Path(os.environ.get("LORA_RUNS_DIR", "runs"))
-OUT = Path(os.environ.get("LORA_ANALYSIS_OUT", RUNS / "analysis"))
+OUT = Path(os.environ.get("LORA_ANALYSIS_OUT") or fresh_folder(RUNS / "analysis"))  # never over earlier outputs
 OUT.mkdir(parents=True, exist_ok=True)
 rows = tables.collect(RUNS)
 print(f"{len(rows)} runs under {RUNS}")
@@ -37,6 +39,13 @@ print("saved", *saved, sep="\n  ")
 # %% [markdown]
 # ## Figure 2: score against trainable parameters
 
+# %% [markdown]
+# One figure per comparable group of runs (same model, task, metric and protocol): a series per method and
+# weight-type set, a point per configuration (the mean over its seeds, the bar their standard deviation).
+# Each PNG has a .json beside it with every point and the runs behind it.
+
 # %%
-figure2 = figures.accuracy_vs_params(rows, OUT / "figure2_score_vs_params.png")
-display(Image(filename=str(figure2)))
+for figure in tables.figure2(rows):
+    png = figures.score_vs_params(figure, unused_path(OUT / f"figure2_{figure['model']}_{figure['task']}.png"))
+    print(f"{png.name}: {figure['title']}, {len(figure['runs'])} runs")
+    display(Image(filename=str(png)))

@@ -26,11 +26,23 @@ def test_every_notebook_executes_on_the_fixture(tiny_runs, tmp_path, capsys):
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert not [o for c in code for o in c.get("outputs", []) if o.output_type == "error"]
         assert all(c.get("outputs") for c in code)
-    for png in ("figure2_score_vs_params", "figure3_r8_vs_r64", "figure4_seeds", "h3_w_vs_delta_w"):
+    for png in ("figure2_tiny_bert_sst2", "figure3_r8_vs_r64", "figure4_seeds", "h3_w_vs_delta_w"):
         assert (out / f"{png}.png").stat().st_size > 1000
     assert len(json.loads((out / "runs.json").read_text())) == 4
     assert set(json.loads((out / "table7_h3.json").read_text())) == {"section7/r8-s0", "section7/r64-s0"}
+    # one comparable group (tiny BERT, SST-2): LoRA r=8 (one seed) and r=64 (two) beside BitFit
+    figure2 = json.loads((out / "figure2_tiny_bert_sst2.json").read_text())
+    assert {label: [p["n"] for p in points] for label, points in figure2["series"].items()} == {
+        "bitfit": [1], "lora W_q, W_v": [1, 2]}  # fmt: skip
+    findings = json.loads((out / "findings.json").read_text())
+    assert findings["runs"] == {"r=8 seed 0": "section7/r8-s0", "r=64 seed 0": "section7/r64-s0",
+                                "r=64 seed 1": "section7/r64-s1"}  # fmt: skip
     assert "outputs in" in capsys.readouterr().out
+    # run again: a new folder beside the first, which stays as it was
+    before = {p: p.read_bytes() for p in out.iterdir() if p.suffix in (".png", ".json")}
+    run_notebooks([str(tiny_runs), "--out", str(out), "--only", "tables"])
+    assert (tmp_path / "analysis-2" / "tables.ipynb").exists()
+    assert {p: p.read_bytes() for p in out.iterdir() if p.suffix in (".png", ".json")} == before
 
 
 def test_notebook_runner_refuses_a_folder_without_runs(tmp_path, capsys):

@@ -85,3 +85,73 @@ def test_a_benchmark_result_is_never_overwritten(tmp_path, monkeypatch):
     assert common.save_json("x-cpu", {"a": 1}).name == "x-cpu.json"
     assert common.save_json("x-cpu", {"a": 2}).name == "x-cpu-2.json"
     assert json.loads((tmp_path / "x-cpu.json").read_text()) == {"a": 1}
+
+
+def test_figure2_has_a_figure_per_comparable_group_and_a_point_per_configuration(mixed):
+    found = {f["title"]: f for f in tables.figure2(mixed)}
+    assert sorted(found) == ["tiny_bert / rte / dev/accuracy", "tiny_bert / sst2 / dev/accuracy",
+                             "tiny_gpt2 / e2e / dev/loss"]  # fmt: skip
+    rte = found["tiny_bert / rte / dev/accuracy"]
+    assert rte["runs"] == ["rte-lr", "rte-r4", "rte-s0", "rte-s1"] and rte["x100"]
+    # by hand: r=4 one run (65); r=8 seeds 0 and 1 (60, 70); lr 1e-2 its own series, never averaged in
+    points = {label: [(p["trainable"], p["mean"], p["std"], p["n"], p["runs"]) for p in pts]
+              for label, pts in rte["series"].items()}  # fmt: skip
+    assert points == {
+        "lora W_q, W_v, trainer.lr=0.001": [(400, pytest.approx(65.0), 0.0, 1, ["rte-r4"]),
+                                            (800, pytest.approx(65.0), pytest.approx(7.0710678), 2,
+                                             ["rte-s0", "rte-s1"])],
+        "lora W_q, W_v, trainer.lr=0.01": [(800, pytest.approx(55.0), 0.0, 1, ["rte-lr"])],
+    }  # fmt: skip
+    e2e = found["tiny_gpt2 / e2e / dev/loss"]  # a loss stays as measured: never x100 beside accuracies
+    assert not e2e["x100"] and e2e["series"] == {
+        "lora W_q, W_v": [
+            {"trainable": 800, "mean": 2.0, "std": 0.0, "n": 1, "size": {"method.r": "8"}, "runs": ["e2e"]}
+        ]
+    }
+
+
+def test_figure2_names_metric_task_and_model_and_saves_its_points(mixed, tmp_path, monkeypatch):
+    from analysis import figures
+
+    drawn = {}
+    save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, out: drawn.setdefault("fig", fig) and save(fig, out))
+    rte = next(f for f in tables.figure2(mixed) if f["task"] == "rte")
+    png = figures.score_vs_params(rte, tmp_path / "figure2.png")
+    ax = drawn["fig"].axes[0]
+    assert ax.get_ylabel() == "best dev accuracy x100 on rte" and ax.get_xlabel() == "trainable parameters"
+    assert ax.get_title() == "tiny_bert on rte" and ax.get_xscale() == "log"
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == sorted(rte["series"])
+    assert png.stat().st_size > 10_000 and json.loads(png.with_suffix(".json").read_text()) == json.loads(
+        json.dumps(rte)
+    )
+
+
+def test_section7_takes_its_three_runs_from_one_comparable_group(tmp_path):
+    from analysis import section7
+
+    fake_run(tmp_path, "e2e-r8", "tiny_gpt2", "e2e", 2.0, r=8)  # was picked as "r=8 seed 0" beside SST-2 runs
+    fake_run(tmp_path, "sst2-r64-s0", "tiny_bert", "sst2", 0.8, r=64)
+    fake_run(tmp_path, "sst2-r64-s1", "tiny_bert", "sst2", 0.8, r=64, seed=1)
+    chosen = section7.choose(tables.collect(tmp_path))
+    assert chosen["r=8 seed 0"] is None and chosen["r=64 seed 0"]["run"] == "sst2-r64-s0"
+    fake_run(tmp_path, "sst2-r8-lr", "tiny_bert", "sst2", 0.8, r=8, lr=1e-2)  # another protocol: not a partner
+    assert section7.choose(tables.collect(tmp_path))["r=8 seed 0"] is None
+    fake_run(tmp_path, "sst2-r8", "tiny_bert", "sst2", 0.8, r=8)
+    chosen = section7.choose(tables.collect(tmp_path))
+    assert chosen["group"] == "tiny_bert / sst2 / dev/accuracy (trainer.lr=0.001)"
+    assert [chosen[role]["run"] for role in section7.ROLES] == ["sst2-r8", "sst2-r64-s0", "sst2-r64-s1"]
+    fake_run(tmp_path, "lr-r64-s0", "tiny_bert", "sst2", 0.8, r=64, lr=1e-2)
+    fake_run(tmp_path, "lr-r64-s1", "tiny_bert", "sst2", 0.8, r=64, seed=1, lr=1e-2)
+    with pytest.raises(section7.Section7Error, match="2 groups of runs .* point LORA_RUNS_DIR at one sweep"):
+        section7.choose(tables.collect(tmp_path))
+
+
+def test_a_saved_runs_csv_gives_the_same_figure_and_tables_as_the_folders(mixed, tmp_path):
+    csv_file, *_ = tables.save(mixed, tmp_path / "out")
+    again = tables.collect(csv_file)
+    assert tables.figure2(again) == tables.figure2(mixed)
+    assert tables.all_markdown(again) == tables.all_markdown(mixed)
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(tables.TablesError, match="not a runs.csv written by analysis.tables"):
+        tables.collect(tmp_path / "other.csv")
