@@ -50,7 +50,8 @@ def main(argv=None):
     if not chosen:
         sys.stderr.write(f"error: no notebook {args.only!r}; there are {', '.join(n.stem for n in notebooks())}\n")
         sys.exit(2)
-    out = fresh_folder(args.out or args.runs_dir / "analysis")
+    beside = args.runs_dir.parent if args.runs_dir.is_file() else args.runs_dir  # RUNS_DIR may be a runs.csv
+    out = fresh_folder(args.out or beside / "analysis")
     out.mkdir(parents=True, exist_ok=True)
     from nbclient.exceptions import CellExecutionError
 
