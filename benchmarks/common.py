@@ -36,6 +36,7 @@ def parser(doc: str, **defaults) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=2, help="torch threads (the machines here have 2 cores)")
+    add_out(p)
     for name, default in defaults.items():
         kind, help = _OPTIONS[name]
         p.add_argument(f"--{name}", type=kind, default=default, help=help)
@@ -46,7 +47,20 @@ def parse(p: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """Parse the command line and set torch's threads as asked."""
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    use_out(args)
     return args
+
+
+def add_out(p: argparse.ArgumentParser):
+    help = "folder for the result JSON (default: benchmarks/results, or $LORA_BENCH_RESULTS); NAME.json there is "
+    p.add_argument("--out", type=Path, default=None, help=help + "never overwritten: NAME-2.json, ... instead")
+
+
+def use_out(args: argparse.Namespace):
+    """Send this run's result JSON to `--out` when given."""
+    global RESULTS
+    if getattr(args, "out", None) is not None:
+        RESULTS = Path(args.out)
 
 
 def sync(device: str):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import machine, save_json
+from benchmarks.common import add_out, machine, save_json, use_out
 from experiments.paths import ROOT
 from experiments.runs import RunFolder, read_metrics
 from lora.files import read_safetensors
@@ -77,7 +77,9 @@ def main():
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--batch", type=int, default=8, help="global batch")
     p.add_argument("--engines", default=",".join(ENGINES[1:]))
+    add_out(p)
     args = p.parse_args()
+    use_out(args)
     methods, engines = args.methods.split(","), args.engines.split(",")
     common = overrides(args)
     width = 32 if args.model == "tiny_gpt2" else (1024 if args.model.startswith("gpt2_medium") else None)

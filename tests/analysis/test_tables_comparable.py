@@ -85,6 +85,9 @@ def test_a_benchmark_result_is_never_overwritten(tmp_path, monkeypatch):
     assert common.save_json("x-cpu", {"a": 1}).name == "x-cpu.json"
     assert common.save_json("x-cpu", {"a": 2}).name == "x-cpu-2.json"
     assert json.loads((tmp_path / "x-cpu.json").read_text()) == {"a": 1}
+    # --out, on every benchmark's command line, sends the result elsewhere, under the same rule
+    args = common.parse(common.parser("doc"), ["--out", str(tmp_path / "elsewhere")])
+    assert args.out == tmp_path / "elsewhere" and common.save_json("x-cpu", {"a": 3}).parent == args.out
 
 
 def test_figure2_has_a_figure_per_comparable_group_and_a_point_per_configuration(mixed):
