@@ -2,6 +2,7 @@
 
     python -m analysis.params          # a table beside the paper's "# Trainable Parameters" column
     python -m analysis.params --json   # the same rows as JSON
+    python -m analysis.params --table5 # Table 5's budget (8 rank units per block) on GPT-3 and its stand-ins
 
 The paper prints rounded millions, so a count "agrees" when it rounds to the printed figure.
 """
@@ -151,12 +152,40 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# Table 5's budget: 8 rank units per block spread over the weight types (GPT-3: 18M parameters in every row).
+TABLE5_RANKS = ({"q": 8}, {"k": 8}, {"v": 8}, {"o": 8}, {"q": 4, "k": 4}, {"q": 4, "v": 4},
+                {"q": 2, "k": 2, "v": 2, "o": 2})  # fmt: skip
+TABLE5_MODELS = ("gpt3_175b", "llama3_8b", "smollm2_135m")  # the paper's model and its two stand-ins
+
+
+def table5_budget(models=TABLE5_MODELS) -> list[dict]:
+    """Table 5's rows counted on each model: the same rank units per block (the paper's rule: one type at
+    r=8, two at r=4, four at r=2). On GPT-3 every row is 18.9M; on a model with grouped-query attention
+    (Llama, SmolLM2) W_k and W_v are narrower than W_q, so the same rank units cost fewer parameters there."""
+    rows = []
+    for model in models:
+        for ranks in TABLE5_RANKS:
+            setting = Setting(f"{model} {ranks}", model, _lora(ranks), "0", "Table 5")
+            rows.append({"model": model, "r": ranks, "trainable": count_setting(setting)[0]})
+    return rows
+
+
+def render_table5(rows: list[dict]) -> str:
+    head = f"{'model':<14} {'weight types and r':<36} {'trainable':>12}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        types = ", ".join(f"W_{t} r={k}" for t, k in r["r"].items())
+        lines.append(f"{r['model']:<14} {types:<36} {r['trainable']:>12,}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", action="store_true", help="print the rows as JSON")
+    parser.add_argument("--table5", action="store_true", help="Table 5's budget on GPT-3 and its stand-ins")
     args = parser.parse_args(argv)
-    rows = table()
-    print(json.dumps(rows, indent=2) if args.json else render(rows))
+    rows = table5_budget() if args.table5 else table()
+    print(json.dumps(rows, indent=2) if args.json else (render_table5 if args.table5 else render)(rows))
 
 
 if __name__ == "__main__":

@@ -10,15 +10,19 @@ from .glue import SPECS as GLUE_TASKS
 from .glue import GlueTask
 from .nlg import SPECS as NLG_TASKS
 from .nlg import NLGTask
+from .prompt import SPECS as PROMPT_TASKS
+from .prompt import PromptTask
 
 
 def build_task(cfg: dict) -> Task:
     """A task from its config (`conf/task/<name>.yaml`); an option the task does not have is refused, as
     `LoRAConfig` refuses one, so that a misspelt setting never silently keeps its default."""
     name = cfg.get("name")
-    if name not in GLUE_TASKS and name not in NLG_TASKS:
-        raise TaskError(f"unknown task {name!r}; known: {', '.join([*GLUE_TASKS, *NLG_TASKS])}")
-    cls = GlueTask if name in GLUE_TASKS else NLGTask
+    classes = {**dict.fromkeys(GLUE_TASKS, GlueTask), **dict.fromkeys(NLG_TASKS, NLGTask),
+               **dict.fromkeys(PROMPT_TASKS, PromptTask)}  # fmt: skip
+    if name not in classes:
+        raise TaskError(f"unknown task {name!r}; known: {', '.join(classes)}")
+    cls = classes[name]
     known = list(inspect.signature(cls).parameters)
     unknown = sorted(set(cfg) - set(known))
     if unknown:
@@ -38,4 +42,5 @@ def fitted(task: Task, positions: int) -> Task:
     return task
 
 
-__all__ = ["GLUE_TASKS", "NLG_TASKS", "Example", "GlueTask", "NLGTask", "Task", "TaskError", "build_task", "fitted"]
+__all__ = ["GLUE_TASKS", "NLG_TASKS", "PROMPT_TASKS", "Example", "GlueTask", "NLGTask", "PromptTask", "Task",
+           "TaskError", "build_task", "fitted"]  # fmt: skip

@@ -65,3 +65,40 @@ def test_cli_prints_table_and_json(capsys):
     assert "GPT-3 LoRA r_q=r_v=8" in capsys.readouterr().out
     params.main(["--json"])
     assert json.loads(capsys.readouterr().out)[0]["trainable"] == 124_645_632
+
+
+def _width(model: str, t: str) -> int:
+    """Output width of a weight type: grouped-query attention makes W_k, W_v narrower (kv heads x head size)."""
+    d, kv = {"gpt3_175b": (12288, 12288), "llama3_8b": (4096, 8 * 128), "smollm2_135m": (576, 3 * 64)}[model]
+    return kv if t in ("k", "v") else d
+
+
+def test_table5_budget_on_gpt3_and_its_stand_ins_by_formula():
+    blocks = {"gpt3_175b": 96, "llama3_8b": 32, "smollm2_135m": 30}
+    d = {"gpt3_175b": 12288, "llama3_8b": 4096, "smollm2_135m": 576}
+    rows = params.table5_budget()
+    assert len(rows) == 3 * 7
+    for row in rows:  # r x (d_in + d_out) per adapted weight and block
+        m = row["model"]
+        assert row["trainable"] == blocks[m] * sum(r * (d[m] + _width(m, t)) for t, r in row["r"].items()), row
+    assert {r["trainable"] for r in rows if r["model"] == "gpt3_175b"} == {18_874_368}  # the paper's "18M"
+
+
+def test_the_stand_in_table5_sweeps_train_the_budget_the_param_table_counts():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from experiments.cli import compose, hydra_context
+
+    budget = {json.dumps(r["r"], sort_keys=True): r["trainable"] for r in params.table5_budget(["smollm2_135m"])}
+    with hydra_context():
+        cfg = compose(["+sweep=table5_smollm2_135m"])
+        swept = OmegaConf.load("conf/sweep/table5_smollm2_135m.yaml").hydra.sweeper.params["method.r"]
+        values = list(OverridesParser.create().parse_override(f"method.r={swept}").sweep_iterator())
+        assert len(values) == 7
+        for ranks in values:
+            override = "method.r={" + ",".join(f"{t}:{r}" for t, r in dict(ranks).items()) + "}"
+            method = OmegaConf.to_container(compose(["+sweep=table5_smollm2_135m", override]).method)
+            setting = params.Setting("sweep", "smollm2_135m", method, "0", "Table 5")
+            assert params.count_setting(setting)[0] == budget[json.dumps(dict(ranks), sort_keys=True)]
+    assert (cfg.model.name, cfg.task.name, cfg.method.targets) == ("smollm2_135m", "wikisql", None)

@@ -74,7 +74,7 @@ def test_every_method_prepares_every_model_on_the_meta_device_or_refuses_clearly
 
 
 def test_every_experiment_file_composes_with_the_papers_settings():
-    assert len(EXPERIMENTS) == 30  # 24 GLUE (Tables 9, 10) + 6 NLG (Table 11)
+    assert len(EXPERIMENTS) == 36  # 24 GLUE (Tables 9, 10) + 6 NLG (Table 11) + 6 GPT-3 tasks (Table 4) on 2 models
     for name in CPU_EXPERIMENTS:  # the README's CPU runs: same steps and data for both methods
         cfg = OmegaConf.to_container(compose([f"experiment={name}"]), resolve=True)
         assert cfg["trainer"]["max_steps"] == 400 and cfg["task"]["decode_limit"] == 100
