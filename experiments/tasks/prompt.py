@@ -58,15 +58,17 @@ class PromptSpec:
     read: Callable[[Path, str], list]  # (folder, split) -> the split's examples, as the reader returns them
     prompt: Callable[[object], str]
     target: Callable[[object], str]
-    score: Callable[[list[str], list], dict]  # (generated texts, examples) -> metric -> value
+    score: Callable[..., dict]  # (generated texts, examples, **task.scoring) -> metric -> value
     splits: tuple[str, ...]
+    choices: tuple[str, ...] = ()  # the metric's settings `task.scoring` may name (SAMSum's ROUGE)
 
 
 SPECS = {
     "wikisql": PromptSpec(read_wikisql, _wikisql_prompt, lambda ex: sql_to_text(ex.sql, ex.header), _wikisql_score,
                           ("train", "dev", "test")),
     "samsum": PromptSpec(read_samsum, _samsum_prompt, lambda ex: ex[2],
-                         lambda texts, exs: samsum_rouge(texts, [ex[2] for ex in exs]), ("train", "dev", "test")),
+                         lambda texts, exs, **choices: samsum_rouge(texts, [ex[2] for ex in exs], **choices),
+                         ("train", "dev", "test"), ("use_stemmer", "rouge_l", "aggregate")),
     "mnli_gen": PromptSpec(read_mnli, _mnli_prompt, lambda ex: ex[2],
                            lambda texts, exs: {"accuracy": accuracy([label_from_text(t) for t in texts],
                                                                     [ex[2] for ex in exs])}, ("train", "dev")),
@@ -79,7 +81,7 @@ class PromptTask(NLGTask):
 
     def __init__(self, name: str, data_dir: str | None = None, max_length: int = 384, train_size: int | None = None,
                  subset_seed: int = 0, decode_split: str = "dev", decode_limit: int | None = None,
-                 decoding: dict | None = None):  # fmt: skip
+                 decoding: dict | None = None, scoring: dict | None = None):  # fmt: skip
         if name not in SPECS:
             raise TaskError(f"unknown prompt task {name!r}; choose from {', '.join(SPECS)}")
         self.name, self.prompt_spec = name, SPECS[name]
@@ -95,6 +97,11 @@ class PromptTask(NLGTask):
         if decode_limit is not None and (not isinstance(decode_limit, int) or decode_limit < 1):
             raise TaskError(f"task.decode_limit must be an integer >= 1 or null, got {decode_limit!r}")
         decoding_settings(decoding)  # refused now, not after training
+        unknown = sorted(set(scoring or {}) - set(self.prompt_spec.choices))
+        if unknown:
+            raise TaskError(f"task.scoring has no {', '.join(unknown)} for {name}; it takes "
+                            f"{', '.join(self.prompt_spec.choices) or 'nothing'}")  # fmt: skip
+        self.scoring = dict(scoring or {})
         # NLGTask's sequence machinery, official format: prompt (ending with its cue), a space, the target
         self.format, self.separator, self.hub, self.good_only = "official", "", False, False
         self.max_length, self.train_size, self.subset_seed = max_length, train_size, subset_seed
@@ -131,7 +138,7 @@ class PromptTask(NLGTask):
         texts = generate(model, tokenizer, contexts, self.decoding, device, desc=f"decode {self.name}")
         write_text("".join(t + "\n" for t in texts), folder / f"{self.decode_split}.txt")
         write_text("".join(r.references[0] + "\n" for r in records), folder / f"{self.decode_split}-targets.txt")
-        scores = self.prompt_spec.score(texts, examples)
+        scores = self.prompt_spec.score(texts, examples, **self.scoring)
         return {"test": {f"{self.decode_split}/{k}": round(v, 6) for k, v in scores.items()},
                 "decoded_inputs": len(records)}  # fmt: skip
 

@@ -81,10 +81,11 @@ def test_wikisql_end_to_end_scores_its_own_outputs(tmp_path):
 
 
 def test_samsum_end_to_end_scores_its_own_outputs(tmp_path):
-    metrics, out = tiny_run(tmp_path, "samsum")
+    metrics, out = tiny_run(tmp_path, "samsum", "task.scoring.use_stemmer=false")  # the config's choice is used
     texts = (out / "predictions" / "test.txt").read_text().splitlines()
     summaries = [ex["summary"].replace("\r\n", "\n") for ex in (SAMSUM * 4)[:4]]
-    assert metrics["test"] == {f"test/{k}": round(v, 6) for k, v in samsum_rouge(texts, summaries).items()}
+    again = samsum_rouge(texts, summaries, use_stemmer=False)
+    assert metrics["test"] == {f"test/{k}": round(v, 6) for k, v in again.items()}
     assert set(metrics["test"]) == {"test/ROUGE-1", "test/ROUGE-2", "test/ROUGE-L"}
 
 
@@ -104,6 +105,8 @@ def test_mnli_end_to_end_scores_its_own_outputs_and_trains_on_a_balanced_subset(
         ({"name": "wikisql", "train_size": 100}, "task.train_size .* is an integer >= 1 for mnli_gen only"),
         ({"name": "mnli_gen", "decode_split": "test"}, "task.decode_split must be one of train, dev"),
         ({"name": "samsum", "decoding": {"num_beams": 0}}, "task.decoding.num_beams must be an integer >= 1"),
+        ({"name": "samsum", "scoring": {"stemmer": True}}, "task.scoring has no stemmer for samsum; it takes use_st"),
+        ({"name": "mnli_gen", "scoring": {"use_stemmer": True}}, "task.scoring has no use_stemmer .* takes nothing"),
     ],
 )
 def test_bad_prompt_task_settings_are_one_line(cfg, message):
