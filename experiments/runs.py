@@ -437,9 +437,17 @@ def load_trained(
 # --- what a run records about where it ran ---------------------------------------------------------------------
 
 
-def environment() -> dict:
-    """Peak memory, package versions, the code's commit (and whether the tree had uncommitted changes), the
-    command line, the experiment preset and the SLURM job: metrics.json's provenance."""
+def code_version() -> dict:
+    """The code's commit and whether the tree had uncommitted changes, read when a run starts: the code that
+    ran (read at the end, a commit made during a long run would be named instead)."""
+    return {"git_commit": _git(["rev-parse", "HEAD"]) or "unknown",
+            "git_dirty": bool(_git(["status", "--porcelain", "--untracked-files=no"]))}  # fmt: skip
+
+
+def environment(code: dict | None = None) -> dict:
+    """Peak memory, package versions, the code's commit and dirty flag (`code`, from `code_version` at the
+    start; read now if not given), the command line, the experiment preset and the SLURM job: metrics.json's
+    provenance."""
     import accelerate
     import transformers
 
@@ -447,8 +455,7 @@ def environment() -> dict:
         "peak_memory_mb": _peak_memory_mb(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "accelerate": accelerate.__version__},
-        "git_commit": _git(["rev-parse", "HEAD"]) or "unknown",
-        "git_dirty": bool(_git(["status", "--porcelain", "--untracked-files=no"])),
+        **(code or code_version()),
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "experiment": _experiment_preset(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside SLURM

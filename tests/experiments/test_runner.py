@@ -441,3 +441,19 @@ def test_an_accelerate_accumulation_setting_in_the_environment_is_refused(tmp_pa
 def test_a_scalar_line_cut_short_by_a_kill_is_skipped(tmp_path):
     (tmp_path / "scalars.csv").write_text("step,tag,value\n1,train/loss,2.5\n1,lr,0.01\n2,train/loss,2.4")
     assert read_scalars(tmp_path) == [(1, "train/loss", 2.5), (1, "lr", 0.01)]  # "2.4" may have been "2.4471"
+
+
+def test_metrics_name_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    """A commit made while a run trains used to be named in its metrics.json (read at the end)."""
+    from experiments import runs, train
+
+    head, evaluate = {"now": "start-commit"}, train._evaluate_into
+    monkeypatch.setattr(runs, "_git", lambda args: head["now"] if args[0] == "rev-parse" else "")
+
+    def evaluate_then_commit(r):
+        evaluate(r)
+        head["now"] = "a commit made during the run"
+
+    monkeypatch.setattr(train, "_evaluate_into", evaluate_then_commit)
+    metrics = run(config(tmp_path, "model=tiny_bert", "task=rte", *TINY))
+    assert (metrics["git_commit"], metrics["git_dirty"]) == ("start-commit", False)
