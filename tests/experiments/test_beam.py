@@ -39,11 +39,21 @@ def models():
     if not gpt2.released_e2e("valid").exists():
         pytest.skip("the data bundle's e2e/lora-format files are absent (set LORA_SHARED_DIR)")
     built = {"random": gpt2.random_gpt2(0), "trained": gpt2.trained_gpt2()}
-    for name, model in built.items():  # a model that did not come out the same is reported as that
-        assert GOLDEN["made_by"]["models"][name]["weights_digest"] == gpt2.weights_digest(model), f"{name} differs"
+    # The random model is drawn, no arithmetic: the same everywhere. The trained one's 200 float32 steps round
+    # differently on another CPU (the golden's digest is from the machine it was made on; this project's CI
+    # machines give 3dfe4a51e97ffa13), but its decodes do not: make_golden.py run again on such a machine gave
+    # the same 500 of 500 outputs. So the decodes are compared, and a differing digest is only reported.
+    assert gpt2.weights_digest(built["random"]) == GOLDEN["made_by"]["models"]["random"]["weights_digest"]
     tokenizer = gpt2.gpt2_tokenizer()
     tokenizer.pad_token = tokenizer.eos_token
     return built, tokenizer
+
+
+def _digest_note(built: dict, name: str) -> str:
+    import released_gpt2
+
+    digest, golden = released_gpt2.weights_digest(built[name]), GOLDEN["made_by"]["models"][name]["weights_digest"]
+    return "" if digest == golden else f" (the {name} model's digest is {digest}, the golden's {golden})"
 
 
 def _settings(lp: str, min_length: int) -> dict:
@@ -62,7 +72,7 @@ def test_released_beam_search_is_token_identical_to_gpt2_beam(models, name, lp, 
     for start in range(0, len(contexts), s["batch_size"]):  # batched, as a run decodes
         tokens += beam_search(built[name], contexts[start : start + s["batch_size"]], s, END_IDS, 50256)
     same = sum(a == b for a, b in zip(tokens, golden["tokens"], strict=True))
-    assert same == len(contexts), f"{same} of {len(contexts)} decodes identical"
+    assert same == len(contexts), f"{same} of {len(contexts)} decodes identical{_digest_note(built, name)}"
     assert [clean(tokenizer.decode(t), tokenizer.eos_token, "released") for t in tokens] == golden["text"]
 
 

@@ -130,6 +130,7 @@ def main() -> None:
         },
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the trained model's rounding depends on it
     }
     config = released_config(tiny.CONFIG)
 
