@@ -164,10 +164,9 @@ def groups(rows: list[dict], swept: tuple[str, ...]) -> list[tuple[str, list[dic
     task and metric and, where groups share those, what else tells them apart. A cell then averages only runs
     of one group, which differ only in the swept keys: never accuracies with losses or two learning rates."""
     ignore = (*_HOUSEKEEPING, *swept)
-    keep = lambda k: not any(k == i or (i.endswith(".") and k.startswith(i)) for i in ignore)  # noqa: E731
     found: dict = {}
     for r in rows:
-        protocol = tuple(sorted((k, repr(v)) for k, v in r.get("_config", {}).items() if keep(k)))
+        protocol = tuple(sorted((k, repr(v)) for k, v in r.get("_config", {}).items() if not _swept(k, ignore)))
         found.setdefault((r["model"], r["task"], r["metric"], protocol), []).append(r)
     out = []
     for (model, task, metric, protocol), rs in found.items():
@@ -219,6 +218,7 @@ _NAMED = ("method.name", "method.targets")  # in a series' label already
 
 
 def _swept(key: str, swept: tuple[str, ...]) -> bool:
+    """Whether `key` is one of `swept`, or under one ending in "." (a whole section)."""
     return any(key == s or (s.endswith(".") and key.startswith(s)) for s in swept)
 
 

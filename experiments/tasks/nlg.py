@@ -219,10 +219,7 @@ class NLGTask:
     def final(self, model, tokenizer, folder: Path, device, special=None) -> dict:
         """Decode the test inputs, write predictions and references into `folder`, score them."""
         records = self.records(self.decode_split)[: self.decode_limit]
-        room = max_positions(model.config) - self.decoding.get("max_new_tokens", DEFAULTS["max_new_tokens"])
-        room -= len(special["prefix"]) + len(special["infix"]) if special else 0
-        contexts = [self.context_ids(tokenizer, r.context, special, limit=room) for r in records]
-        texts = generate(model, tokenizer, contexts, self.decoding, device, desc=f"decode {self.name}")
+        texts = self.decode(model, tokenizer, records, device, special)
         records = [Record(r.context, tuple(ref.strip() for ref in r.references), r.category, r.seen) for r in records]
         if self.released and self.name in ("webnlg", "dart"):  # gpt2_decode.py --tokenize --lower
             texts = [released_words(t) for t in texts]
@@ -240,6 +237,13 @@ class NLGTask:
         result = {f"{self.decode_split}/{k}": round(v, 6) for k, v in scores.pop("all").items()}
         result |= {f"{self.decode_split}_{part}/{k}": round(v, 6) for part, d in scores.items() for k, v in d.items()}
         return {"test": result, "decoded_inputs": len(records)}
+
+    def decode(self, model, tokenizer, records: list[Record], device, special=None) -> list[str]:
+        """The generated text of every record's context, each cut to leave room for `max_new_tokens`."""
+        room = max_positions(model.config) - self.decoding.get("max_new_tokens", DEFAULTS["max_new_tokens"])
+        room -= len(special["prefix"]) + len(special["infix"]) if special else 0
+        contexts = [self.context_ids(tokenizer, r.context, special, limit=room) for r in records]
+        return generate(model, tokenizer, contexts, self.decoding, device, desc=f"decode {self.name}")
 
 
 def released_words(text: str) -> str:

@@ -22,14 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lora.files import write_text
-from lora.model import max_positions
 
 from ..metrics.labels import accuracy
 from ..metrics.rouge import samsum_rouge
 from ..metrics.wikisql import wikisql_scores
 from ..paths import data_dir as default_data_dir
 from .base import TaskError
-from .generation import DEFAULTS, decoding_settings, generate
+from .generation import decoding_settings
 from .nlg import NLGTask, Pair
 from .nlg_files import Record
 from .prompt_data import MNLI_LABELS, label_from_text, low_data_subset, read_mnli, read_samsum
@@ -132,10 +131,7 @@ class PromptTask(NLGTask):
         """Decode the decode split's prompts, write the outputs and targets into `folder`, score them."""
         examples = self.raw(self.decode_split)[: self.decode_limit]
         records = self.records(self.decode_split)[: self.decode_limit]
-        room = max_positions(model.config) - self.decoding.get("max_new_tokens", DEFAULTS["max_new_tokens"])
-        room -= len(special["prefix"]) + len(special["infix"]) if special else 0
-        contexts = [self.context_ids(tokenizer, r.context, special, limit=room) for r in records]
-        texts = generate(model, tokenizer, contexts, self.decoding, device, desc=f"decode {self.name}")
+        texts = self.decode(model, tokenizer, records, device, special)
         write_text("".join(t + "\n" for t in texts), folder / f"{self.decode_split}.txt")
         write_text("".join(r.references[0] + "\n" for r in records), folder / f"{self.decode_split}-targets.txt")
         scores = self.prompt_spec.score(texts, examples, **self.scoring)
