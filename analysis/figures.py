@@ -49,8 +49,8 @@ def phi_heatmaps(panels: dict[str, np.ndarray], out, title: str = "", xlabel: st
 
 
 def score_vs_params(figure: dict, out) -> Path:
-    """Figure 2: best dev score against trainable parameters (log axis), one series per method and
-    weight-type set, one point per configuration with its seeds' standard deviation as an error bar.
+    """Figure 2: a run's score (`analysis.tables.score`) against trainable parameters (log axis), one series per
+    method and weight-type set, one point per configuration with its seeds' standard deviation as an error bar.
 
     `figure` is one `analysis.tables.figure2` entry; the axes name its metric, task and model, and the
     note under the plot the runs it came from (all of them, with every point, in the .json beside the PNG).
@@ -65,7 +65,8 @@ def score_vs_params(figure: dict, out) -> Path:
             ax.annotate(text, (p["trainable"], p["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=6)
     ax.set_xscale("log")
     metric = figure["metric"].split("/")[-1] + (" x100" if figure["x100"] else "")
-    ax.set(xlabel="trainable parameters", ylabel=f"best dev {metric} on {figure['task']}",
+    kind = "decoded" if figure["metric"].startswith("decoded/") else "best dev"  # the GPT-3 tasks' cells
+    ax.set(xlabel="trainable parameters", ylabel=f"{kind} {metric} on {figure['task']}",
            title=f"{figure['model']} on {figure['task']}")  # fmt: skip
     ax.grid(alpha=0.3)
     if figure["series"]:

@@ -3,9 +3,13 @@
     python -m analysis.tables RUNS_DIR [--out DIR]   # markdown on stdout; runs.csv, runs.json, tables.md in DIR
 
 `collect` walks RUNS_DIR at any depth (single runs, sweeps, Hydra multirun folders alike): a run is a folder
-holding both config.yaml and metrics.json. The paper's figures are constants here, each with where it is
-printed (Hu et al., 2021, arXiv:2106.09685 v2); its Section 7 tables are GPT-3 175B on WikiSQL and MultiNLI,
-ours a CPU-scale model and task, so they sit side by side for the pattern, not the level.
+holding both config.yaml and metrics.json. The paper's numbers are in `analysis.paper`, each with the table
+it is printed in; its GPT-3 tables (4, 5, 6, 15, 16) are GPT-3 175B on WikiSQL, MultiNLI and SAMSum, ours a
+stand-in model, so they sit side by side for the pattern, not the level.
+
+What a cell shows for a run is `score`: GLUE's dev score, and for the paper's GPT-3 tasks the decoded metric
+(WikiSQL's logical-form accuracy, MNLI-m's label-word accuracy, SAMSum's ROUGE), both x100 as the paper prints
+them; any other task its selection metric as measured (E2E's dev loss).
 """
 
 from __future__ import annotations
@@ -17,49 +21,26 @@ import statistics
 import sys
 from pathlib import Path
 
-PAPER = "Hu et al. (2021), LoRA, arXiv:2106.09685v2"
+from .paper import (
+    PAPER,
+    TABLE2_ROBERTA_BASE,
+    TABLE4,
+    TABLE5,
+    TABLE6,
+    TABLE6_RANKS,
+    TABLE15,
+    TABLE16,
+    TABLE16_SIZES,
+    TABLE18,
+    Row,
+    setting,
+)
 
-# Table 5: 18M trainable parameters on GPT-3 175B; (targets, r) -> (WikiSQL +-0.5%, MultiNLI +-0.1%).
-TABLE5_PAPER = {
-    ("q",): (8, 70.4, 91.0),
-    ("k",): (8, 70.0, 90.8),
-    ("v",): (8, 73.0, 91.0),
-    ("o",): (8, 73.2, 91.3),
-    ("q", "k"): (4, 71.4, 91.3),
-    ("q", "v"): (4, 73.7, 91.3),
-    ("q", "k", "v", "o"): (2, 73.7, 91.7),
-}
-TABLE6_RANKS = (1, 2, 4, 8, 64)
-# Table 6: GPT-3 175B, rank r in TABLE6_RANKS; targets -> (WikiSQL row, MultiNLI row).
-TABLE6_PAPER = {
-    ("q",): ((68.8, 69.6, 70.5, 70.4, 70.0), (90.7, 90.9, 91.1, 90.7, 90.7)),
-    ("q", "v"): ((73.4, 73.3, 73.7, 73.8, 73.5), (91.3, 91.4, 91.3, 91.6, 91.4)),
-    ("q", "k", "v", "o"): ((74.1, 73.7, 74.0, 74.0, 73.9), (91.2, 91.7, 91.7, 91.5, 91.4)),
-}
-# Table 2, RoBERTa-base (dev, median of 5 seeds): method -> {task: score}; the methods this repo names alike.
-TABLE2_PAPER_ROBERTA_BASE = {
-    "full_ft": {"mnli": 87.6, "sst2": 94.8, "mrpc": 90.2, "cola": 63.6, "qnli": 92.8, "qqp": 91.9, "rte": 78.7,
-                "stsb": 91.2},
-    "bitfit": {"mnli": 84.7, "sst2": 93.7, "mrpc": 92.7, "cola": 62.0, "qnli": 91.8, "qqp": 84.0, "rte": 81.5,
-               "stsb": 90.8},
-    "lora": {"mnli": 87.5, "sst2": 95.1, "mrpc": 89.7, "cola": 63.4, "qnli": 93.3, "qqp": 90.8, "rte": 86.6,
-             "stsb": 91.5},
-}  # fmt: skip
-# Table 18 (Appendix H.2): GPT-2 Medium + LoRA on E2E after 26,000 steps; r -> (val loss, BLEU, NIST, METEOR,
-# ROUGE_L, CIDEr), BLEU in points as printed there.
-TABLE18_PAPER = {
-    1: (1.23, 68.72, 8.7215, 0.4565, 0.7052, 2.4329), 2: (1.21, 69.17, 8.7413, 0.4590, 0.7052, 2.4639),
-    4: (1.18, 70.38, 8.8439, 0.4689, 0.7186, 2.5349), 8: (1.17, 69.57, 8.7457, 0.4636, 0.7196, 2.5196),
-    16: (1.16, 69.61, 8.7483, 0.4629, 0.7177, 2.4985), 32: (1.16, 69.33, 8.7736, 0.4642, 0.7105, 2.5255),
-    64: (1.16, 69.24, 8.7174, 0.4651, 0.7180, 2.5070), 128: (1.16, 68.73, 8.6718, 0.4628, 0.7127, 2.5030),
-    256: (1.16, 68.92, 8.6982, 0.4629, 0.7128, 2.5012), 512: (1.16, 68.78, 8.6857, 0.4637, 0.7128, 2.5025),
-    1024: (1.17, 69.37, 8.7495, 0.4659, 0.7149, 2.5090),
-}  # fmt: skip
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 
-COLUMNS = ("run", "status", "model", "method", "task", "r", "alpha", "targets", "lr", "steps", "batch_size", "seed",
-           "metric", "best", "best_step", "final", "trainable", "total", "trainable_pct", "wall_seconds",
-           "train_seconds")  # fmt: skip
+COLUMNS = ("run", "status", "model", "method", "task", "r", "alpha", "targets", "setting", "lr", "steps",
+           "batch_size", "train_size", "seed", "metric", "best", "best_step", "final", "trainable", "total",
+           "trainable_pct", "wall_seconds", "train_seconds")  # fmt: skip
 
 
 class TablesError(ValueError):
@@ -122,9 +103,11 @@ def row_of(folder: Path, root: Path) -> dict:
         "r": _fmt_rank(method.get("r")),
         "alpha": _fmt_rank(method.get("alpha")),
         "targets": _fmt_targets(targets),
+        "setting": setting(method),
         "lr": trainer.get("lr"),
         "steps": m.get("steps", trainer.get("max_steps")),
         "batch_size": trainer.get("batch_size"),
+        "train_size": cfg.get("task", {}).get("train_size"),
         "seed": trainer.get("seed"),
         "metric": metric,
         "best": (m.get("best") or {}).get(metric),
@@ -155,6 +138,16 @@ _HOUSEKEEPING = ("trainer.output_dir", "trainer.resume", "trainer.stop_after", "
 SWEPT = {
     "lora": ("trainer.seed", "method.r", "method.alpha", "method.targets"),
     "methods": ("trainer.seed", "method.", "trainer.lr", "trainer.init_adapter"),  # the paper tunes lr per method
+    # Table 16: the training-set size with what the paper's Table 17 changes along with it
+    "table16": (
+        "trainer.seed",
+        "method.",
+        "trainer.lr",
+        "task.train_size",
+        "trainer.batch_size",
+        "trainer.grad_accum",
+        "trainer.epochs",
+    ),
 }
 
 
@@ -189,10 +182,9 @@ def figure2(rows: list[dict]) -> list[dict]:
     per method and weight-type set (and any other setting its runs differ in but size), a point per
     configuration at its trainable-parameter count, the mean over that configuration's seeds with their
     standard deviation and n. GLUE scores x100, as the paper plots them. Each figure names its runs."""
-    done = [r for r in rows if r["status"] == "complete" and r["best"] is not None and r.get("trainable")]
+    done = [r for r in rows if r["status"] == "complete" and score(r) is not None and r.get("trainable")]
     figures = []
     for title, rs in groups(done, SWEPT["methods"]):
-        glue = rs[0]["task"] in GLUE
         lines: dict = {}
         for r in rs:
             config = {k: repr(v) for k, v in r["_config"].items() if _swept(k, SWEPT["methods"])}
@@ -205,11 +197,13 @@ def figure2(rows: list[dict]) -> list[dict]:
             twins = [dict(o[2]) for o in lines if o[:2] == (method, weights) and o[2] != rest]
             label = method + (f" {_label(weights)}" if weights else "") + _differences(dict(rest), twins)
             series[label] = sorted(
-                ({"trainable": pts[0]["trainable"], **_agg([_pct(p["best"]) if glue else p["best"] for p in pts]),
+                ({"trainable": pts[0]["trainable"], **_agg([score(p) for p in pts]),
                   "size": dict(size), "runs": sorted(p["run"] for p in pts)} for size, pts in points.items()),
                 key=lambda p: p["trainable"])  # fmt: skip
-        model, task, metric = rs[0]["model"], rs[0]["task"], rs[0]["metric"]
-        figures.append({"title": title, "model": model, "task": task, "metric": metric, "x100": glue,
+        model, task = rs[0]["model"], rs[0]["task"]
+        metric = f"decoded/{DECODED[task][0]}" if task in DECODED else rs[0]["metric"]
+        figures.append({"title": title, "model": model, "task": task, "metric": metric,
+                        "x100": task in GLUE or task in DECODED,
                         "runs": sorted(r["run"] for r in rs), "series": dict(sorted(series.items()))})  # fmt: skip
     return figures
 
@@ -218,8 +212,13 @@ _NAMED = ("method.name", "method.targets")  # in a series' label already
 
 
 def _swept(key: str, swept: tuple[str, ...]) -> bool:
-    """Whether `key` is one of `swept`, or under one ending in "." (a whole section)."""
-    return any(key == s or (s.endswith(".") and key.startswith(s)) for s in swept)
+    """Whether `key` is one of `swept` or under one: per-type ranks flatten to method.r.q, method.r.v, which
+    `method.r` covers; one ending in "." covers a whole section.
+
+    >>> _swept("method.r.q", ("method.r",)), _swept("method.rslora", ("method.r",)), _swept("method.l_p", ("method.",))
+    (True, False, True)
+    """
+    return any(key == s or key.startswith(s if s.endswith(".") else s + ".") for s in swept)
 
 
 def _differences(mine: dict, twins: list[dict]) -> str:
@@ -248,8 +247,9 @@ def collect(runs_dir) -> list[dict]:
 
 # runs.csv column -> the config key it holds: all a runs.csv can say about what makes runs comparable
 _CSV_CONFIG = {"model": "model.name", "method": "method.name", "task": "task.name", "r": "method.r",
-               "alpha": "method.alpha", "targets": "method.targets", "lr": "trainer.lr", "steps": "trainer.max_steps",
-               "batch_size": "trainer.batch_size", "seed": "trainer.seed"}  # fmt: skip
+               "alpha": "method.alpha", "targets": "method.targets", "lr": "trainer.lr",
+               "steps": "trainer.max_steps", "batch_size": "trainer.batch_size", "train_size": "task.train_size",
+               "seed": "trainer.seed"}  # fmt: skip
 _CSV_NUMBERS = ("lr", "best", "final", "trainable_pct", "wall_seconds", "train_seconds")
 
 
@@ -264,9 +264,9 @@ def rows_from_csv(file: Path) -> list[dict]:
     for row in rows:
         for key, value in row.items():
             row[key] = None if value == "" else value
-        for key in ("r", "alpha", "steps", "batch_size", "seed", "best_step", "trainable", "total"):
+        for key in ("r", "alpha", "steps", "batch_size", "train_size", "seed", "best_step", "trainable", "total"):
             row[key] = int(row[key]) if row.get(key) is not None and row[key].lstrip("-").isdigit() else row.get(key)
-        for key in (*_CSV_NUMBERS, *(k for k in row if k.startswith("test/"))):
+        for key in (*_CSV_NUMBERS, *(k for k in row if k.split("/")[0] in _SPLITS)):
             row[key] = float(row[key]) if row.get(key) is not None else None
         rank = row["r"]
         if isinstance(rank, str) and ":" in rank:  # per-type ranks, 'q:4,v:4': the config held a mapping
@@ -281,6 +281,41 @@ def rows_from_csv(file: Path) -> list[dict]:
 def _pct(x):
     """Our GLUE scores are fractions; the paper prints percentages."""
     return None if x is None else 100 * x
+
+
+# The paper's GPT-3 tasks: what its tables report (decoded at the end of a run; the first is a table's cell)
+DECODED = {"wikisql": ("lf_accuracy", "ex_accuracy"), "mnli_gen": ("accuracy",),
+           "samsum": ("ROUGE-1", "ROUGE-2", "ROUGE-L")}  # fmt: skip
+_SPLITS = ("train", "dev", "test", "test_seen", "test_unseen")  # the split a test score is prefixed with
+
+
+def decoded(row: dict, name: str) -> float | None:
+    """A decoded score of a run ("dev/lf_accuracy" for `name` lf_accuracy), whichever split was decoded."""
+    return next((v for k, v in row.items() if k.split("/")[0] in _SPLITS and k.split("/", 1)[-1] == name), None)
+
+
+def score(row: dict, name: str | None = None) -> float | None:
+    """What a table shows for a run (the module's docstring): x100 for GLUE and the GPT-3 tasks.
+
+    >>> score({"task": "sst2", "best": 0.9}), score({"task": "e2e", "best": 1.5})
+    (90.0, 1.5)
+    >>> score({"task": "wikisql", "best": 1.2, "dev/lf_accuracy": 0.25, "dev/ex_accuracy": 0.5})
+    25.0
+    """
+    if row["task"] in DECODED:
+        return _pct(decoded(row, name or DECODED[row["task"]][0]))
+    return _pct(row["best"]) if row["task"] in GLUE else row["best"]
+
+
+def score_name(task: str) -> str:
+    """What `score` is for `task`, for headings and axes.
+
+    >>> score_name("wikisql"), score_name("rte"), score_name("e2e")
+    ('decoded lf_accuracy x100', 'best dev score x100', 'best dev score as measured')
+    """
+    if task in DECODED:
+        return f"decoded {DECODED[task][0]} x100"
+    return "best dev score " + ("x100" if task in GLUE else "as measured")
 
 
 def _agg(values: list[float]) -> dict:
@@ -335,13 +370,13 @@ def table5(rows: list[dict], model=None, task=None, budget: int = 8) -> list[dic
     for r in runs:
         by_targets.setdefault(_shape(r)[0], []).append(r)
     out = []
-    for targets in [*TABLE5_PAPER, *(t for t in by_targets if t not in TABLE5_PAPER)]:
+    for targets in [*TABLE5, *(t for t in by_targets if t not in TABLE5)]:
         mine = by_targets.get(targets, [])
-        paper = TABLE5_PAPER.get(targets, (None, None, None))
+        paper = TABLE5.get(targets, (None, None, None))
         out.append({"weight_type": _label(targets), "r_paper": paper[0],
                     "r_ours": ",".join(sorted({str(_shape(r)[1]) for r in mine})) or "-",
                     "trainable": sorted({r["trainable"] for r in mine}) or None,
-                    "ours": _agg([_pct(r["best"]) for r in mine]),
+                    "ours": _agg([score(r) for r in mine]),
                     "paper_wikisql": paper[1], "paper_mnli": paper[2]})  # fmt: skip
     return out
 
@@ -351,11 +386,11 @@ def table6(rows: list[dict], model=None, task=None) -> list[dict]:
     runs = _lora_rows(rows, model, task)
     cells: dict = {}
     for r in runs:
-        cells.setdefault(_shape(r), []).append(_pct(r["best"]))
+        cells.setdefault(_shape(r), []).append(score(r))
     ranks = sorted({*TABLE6_RANKS, *(rk for _, rk in cells if rk is not None)})
     out = []
-    for targets in [*TABLE6_PAPER, *sorted({t for t, _ in cells if t not in TABLE6_PAPER})]:
-        paper = TABLE6_PAPER.get(targets)
+    for targets in [*TABLE6, *sorted({t for t, _ in cells if t not in TABLE6})]:
+        paper = TABLE6.get(targets)
         row = {"weight_type": _label(targets)}
         for rk in ranks:
             i = TABLE6_RANKS.index(rk) if rk in TABLE6_RANKS else None
@@ -377,10 +412,9 @@ def methods_table(rows: list[dict]) -> list[dict]:
         row = {"model": model, "method": method, "r": rank, "targets": targets,
                "trainable": sorted({r["trainable"] for rs in tasks.values() for r in rs})}  # fmt: skip
         for task, rs in tasks.items():
-            glue = task in GLUE
-            row[task] = {"ours": _agg([_pct(r["best"]) if glue else r["best"] for r in rs]),
+            row[task] = {"ours": _agg([score(r) for r in rs]),
                          "test": {k: _agg([r.get(k) for r in rs]) for k in rs[0] if k.startswith("test/")},
-                         "paper_roberta_base": TABLE2_PAPER_ROBERTA_BASE.get(method, {}).get(task)}  # fmt: skip
+                         "paper_roberta_base": TABLE2_ROBERTA_BASE.get(method, {}).get(task)}  # fmt: skip
         out.append(row)
     return out
 
@@ -397,7 +431,60 @@ def table18(rows: list[dict]) -> list[dict]:
         tests = sorted({k for r in rs for k in r if k.startswith("test/")})
         out.append({"model": model, "r": rank, "dev_loss": _agg([r["best"] for r in rs]),
                     **{k: _agg([r.get(k) for r in rs]) for k in tests},
-                    "paper": TABLE18_PAPER.get(_num(rank))})  # fmt: skip
+                    "paper": TABLE18.get(_num(rank))})  # fmt: skip
+    return out
+
+
+def gpt3_methods(rows: list[dict], printed: tuple[Row, ...] = TABLE4) -> list[dict]:
+    """Tables 4 and 15 (`printed`: `paper.TABLE4` or `paper.TABLE15`) for one comparable group of runs of one
+    GPT-3 task: a line per printed row, its method, GPT-3 parameters and score beside our mean over seeds of
+    the setting it stands for (a printed row that stands for two settings gets a line for each one run), then
+    a line per setting of ours the paper does not print. SAMSum's cells are ROUGE-1, -2 and -L."""
+    task = rows[0]["task"]
+    names = DECODED[task] if task == "samsum" else DECODED[task][:1]
+    runs: dict = {}
+    for r in rows:
+        if r["status"] == "complete":
+            runs.setdefault(r["setting"], []).append(r)
+
+    def line(method, params, setting_, paper):
+        mine = runs.get(setting_, [])
+        return {"method": method, "gpt3_params": params, "setting": setting_, "paper": paper,
+                "trainable": sorted({r["trainable"] for r in mine}), "runs": sorted(r["run"] for r in mine),
+                "ours": {n: _agg([score(r, n) for r in mine]) for n in names}}  # fmt: skip
+
+    out = []
+    for p in (p for p in printed if task in p.scores):
+        ran = [s for s in p.settings if s in runs] or [" or ".join(p.settings)]
+        out.extend(line(p.method, p.gpt3_params, s, p.scores[task]) for s in ran)
+    shown = {s for p in printed for s in p.settings}
+    out.extend(line(rs[0]["method"], None, s, None) for s, rs in sorted(runs.items()) if s not in shown)
+    return out
+
+
+def table16(rows: list[dict]) -> list[dict]:
+    """Table 16 for one comparable group of MNLI-m runs that differ in training-set size (and method): a line
+    per method, a cell per size in `paper.TABLE16_SIZES` (None: the whole set) with our mean over seeds beside
+    the paper's GPT-3 175B. The paper's settings change with the size (Table 17: PrefixEmbed's l_p), so a
+    method's line holds one setting per size; where a size has runs of two settings of one method, that
+    method gets a line per setting rather than a cell that averages them."""
+    runs = [r for r in rows if r["status"] == "complete" and r["task"] == "mnli_gen"]
+    by_method: dict = {}
+    for r in runs:
+        by_method.setdefault(r["method"], {}).setdefault(r["train_size"], []).append(r)
+    out = []
+    order = [*TABLE16, *sorted(m for m in by_method if m not in TABLE16)]
+    for method in (m for m in order if m in by_method):
+        sizes = by_method[method]
+        split = any(len({r["setting"] for r in rs}) > 1 for rs in sizes.values())
+        keys = sorted({r["setting"] for rs in sizes.values() for r in rs}) if split else [None]
+        for key in keys:
+            cells = {n: [r for r in sizes.get(n, []) if key in (None, r["setting"])] for n in TABLE16_SIZES}
+            paper = TABLE16.get(method, (None,) * len(TABLE16_SIZES))
+            out.append({"method": method, "setting": key,
+                        "settings": {n: sorted({r["setting"] for r in rs}) for n, rs in cells.items()},
+                        "cells": {n: {"ours": _agg([score(r) for r in rs]), "paper": p}
+                                  for (n, rs), p in zip(cells.items(), paper, strict=True)}})  # fmt: skip
     return out
 
 
@@ -466,21 +553,70 @@ def methods_markdown(mt: list[dict]) -> str:
         body.append([r["model"], r["method"], r["r"], r["targets"], ",".join(map(str, r["trainable"])),
                      *(fmt_score(c["ours"]) if c else None for c in cells)])  # fmt: skip
     paper = [[f"paper RoBERTa-base ({m})", m, None, None, None,
-              *(TABLE2_PAPER_ROBERTA_BASE[m].get(t) for t in tasks)] for m in TABLE2_PAPER_ROBERTA_BASE]  # fmt: skip
+              *(TABLE2_ROBERTA_BASE[m].get(t) for t in tasks)] for m in TABLE2_ROBERTA_BASE]  # fmt: skip
     return markdown(["model", "method", "r", "targets", "trainable", *tasks], body + paper)
+
+
+def gpt3_methods_markdown(lines: list[dict]) -> str:
+    """Table 4 or 15 as markdown: ours beside the paper's GPT-3 175B, SAMSum's three ROUGE scores in one cell."""
+    head = ["method", "setting (ours)", "trainable (ours)", "ours", "paper GPT-3", "paper GPT-3 params"]
+    body = []
+    for x in lines:
+        ours = " / ".join(fmt_score(a) for a in x["ours"].values()) if any(a["n"] for a in x["ours"].values()) else None
+        paper = "/".join(map(str, x["paper"])) if isinstance(x["paper"], tuple) else x["paper"]
+        body.append([x["method"], x["setting"], ",".join(map(str, x["trainable"])) or None, ours, paper,
+                     x["gpt3_params"]])  # fmt: skip
+    return markdown(head, body)
+
+
+def table16_markdown(t16: list[dict]) -> str:
+    head = ["method", *(f"MNLI-{n}" if n else "MNLI (all)" for n in TABLE16_SIZES)]
+    body = []
+    for x in t16:
+        cells = x["cells"].values()
+        label = x["method"] + (f" ({x['setting']})" if x["setting"] else "")
+        body.append([label, *(fmt_score(c["ours"]) for c in cells)])
+        body.append([f"paper GPT-3 ({x['method']})", *(c["paper"] for c in cells)])
+    return markdown(head, body)
+
+
+def _gpt3_markdown(rows: list[dict]) -> list[str]:
+    """Tables 4, 15 and 16 for the runs of the paper's GPT-3 tasks, one table per comparable group."""
+    parts = []
+    full = [r for r in rows if r["task"] in DECODED and r.get("train_size") in (None, "")]
+    for title, rs in groups(full, SWEPT["methods"]):
+        names = " / ".join(DECODED["samsum"]) + " x100" if rs[0]["task"] == "samsum" else score_name(rs[0]["task"])
+        runs = ", ".join(r["run"] for r in rs)
+        parts.append(f"## Table 4 (methods on GPT-3's tasks): {title}; ours: {names}\n\n"
+                     + gpt3_methods_markdown(gpt3_methods(rs, TABLE4))
+                     + f"\n\nRuns: {runs}.\nPaper: {PAPER}, Table 4 (GPT-3 175B).")  # fmt: skip
+        beyond = {r["setting"] for r in rs} - {s for p in TABLE4 for s in p.settings}
+        if rs[0]["task"] != "samsum" and beyond & {s for p in TABLE15 for s in p.settings}:
+            parts.append(f"## Table 15 (every method's size on GPT-3's tasks): {title}; ours: {names}\n\n"
+                         + gpt3_methods_markdown(gpt3_methods(rs, TABLE15))
+                         + f"\n\nRuns: {runs}.\nPaper: {PAPER}, Table 15 (GPT-3 175B).")  # fmt: skip
+    low = [r for r in rows if r["task"] == "mnli_gen"]
+    for title, rs in groups(low, SWEPT["table16"]):
+        if any(r.get("train_size") not in (None, "") for r in rs):
+            parts.append(f"## Table 16 (MNLI-m from n training examples): {title}; ours: {score_name('mnli_gen')}"
+                         f"\n\n{table16_markdown(table16(rs))}\n\nRuns: {', '.join(r['run'] for r in rs)}.\n"
+                         f"Paper: {PAPER}, Table 16 (GPT-3 175B; its Table 17 the settings for each n).")  # fmt: skip
+    return parts
 
 
 def all_markdown(rows: list[dict]) -> str:
     """Every table the rows allow, each under a heading that says what the paper's columns are; one table per
     comparable group of runs (`groups`), its title naming model, task and metric and the runs it holds."""
     parts = [f"## Runs ({len(rows)})\n\n" + runs_markdown(rows)]
-    for title, rs in groups(rows, SWEPT["methods"]):
+    for title, rs in groups([r for r in rows if r["task"] not in DECODED], SWEPT["methods"]):
         scale = "x100" if rs[0]["task"] in GLUE else "as measured"
         table = methods_markdown(methods_table(rs))
         parts.append(f"## Methods (Tables 2/3 style): {title}, {scale}; {len(rs)} runs\n\n{table}\n\n"
                      f"Paper: {PAPER}, Table 2 (RoBERTa-base).")  # fmt: skip
+    parts.extend(_gpt3_markdown(rows))
     for title, rs in groups(_lora_rows(rows), SWEPT["lora"]):
-        scale = "ours x100" if rs[0]["task"] in GLUE else "ours as measured"
+        task = rs[0]["task"]
+        scale = "ours " + (score_name(task) if task in DECODED else "x100" if task in GLUE else "as measured")
         names = ", ".join(r["run"] for r in rs)
         if table5_runs := [r for r in rs if _units(r) == 8]:
             parts.append(f"## Table 5 (weight types at a fixed budget): {title}, {scale}\n\n"

@@ -26,7 +26,8 @@ class TrainerConfig:
     epochs: float = 1.0
     max_steps: int | None = None  # caps the run (smoke tests); None = epochs decide
     warmup_ratio: float = 0.0  # of the total optimizer steps ...
-    warmup_steps: int = 0  # ... or a fixed number (takes precedence when > 0)
+    warmup_steps: int = 0  # ... or a fixed number (takes precedence when > 0) ...
+    warmup_tokens: int = 0  # ... or as tokens, as the paper's GPT-3 runs give it (250,000): train.warmup_steps
     weight_decay: float = 0.0
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0  # microsoft/LoRA's NLG README trains with --clip 0.0: no clipping
@@ -67,6 +68,7 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "epochs": ("> 0", lambda v: v > 0),
     "warmup_ratio": ("in [0, 1)", lambda v: 0 <= v < 1),
     "warmup_steps": (">= 0", lambda v: v >= 0),
+    "warmup_tokens": (">= 0", lambda v: v >= 0),
     "weight_decay": (">= 0", lambda v: v >= 0),
     "max_grad_norm": (">= 0 (0 or null: no clipping)", lambda v: v >= 0),
     "label_smoothing": ("in [0, 1)", lambda v: 0 <= v < 1),

@@ -186,7 +186,7 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
 
     per_epoch = math.ceil(math.ceil(len(train_set) / t["batch_size"]) / t["grad_accum"])
     total = t["max_steps"] if t["max_steps"] is not None else math.ceil(per_epoch * t["epochs"])
-    warmup = t["warmup_steps"] or round(t["warmup_ratio"] * total)
+    warmup = warmup_steps(t, total, task.max_length)
     model = engine.prepare(model, _param_groups(model, t["weight_decay"]), t["lr"], warmup, total)
     r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, counts, total, per_epoch, special,
              rebuild)  # fmt: skip
@@ -309,6 +309,23 @@ def _agree_on_output_dir(t: dict, engine: engines.Engine):
         with contextlib.suppress(OSError):
             Path(ours).rmdir()
         t["output_dir"] = main
+
+
+def warmup_steps(t: dict, total: int, max_length: int) -> int:
+    """The warm-up in optimizer steps: trainer.warmup_steps when set, else trainer.warmup_tokens, else
+    trainer.warmup_ratio of the `total` steps. Tokens are counted as the paper counts its GPT-3 warm-up
+    (250,000 tokens, its Tables 12 and 17): every sequence at the task's max_length, batch_size x grad_accum
+    sequences a step, rounded up, so a batch of 20 warms up for more steps than one of 128.
+
+    >>> t = {"warmup_steps": 0, "warmup_tokens": 250_000, "warmup_ratio": 0.0, "batch_size": 16, "grad_accum": 8}
+    >>> warmup_steps(t, 1000, 384), warmup_steps(t, 1000, 768), warmup_steps(t, 1000, 2048)
+    (6, 3, 1)
+    """
+    if t["warmup_steps"]:
+        return t["warmup_steps"]
+    if t["warmup_tokens"]:
+        return math.ceil(t["warmup_tokens"] / (t["batch_size"] * t["grad_accum"] * max_length))
+    return round(t["warmup_ratio"] * total)
 
 
 def _param_groups(model, weight_decay: float) -> list[dict]:

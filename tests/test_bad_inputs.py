@@ -208,6 +208,7 @@ CASES = [
     ("label smoothing 1", None, [*TINY, "trainer.label_smoothing=1"], "trainer.label_smoothing must be in [0, 1)"),
     ("warmup ratio 1.5", None, [*TINY, "trainer.warmup_ratio=1.5"], "trainer.warmup_ratio must be in [0, 1)"),
     ("negative warmup steps", None, [*TINY, "trainer.warmup_steps=-2"], "trainer.warmup_steps must be >= 0"),
+    ("negative warmup tokens", None, [*TINY, "trainer.warmup_tokens=-1"], "trainer.warmup_tokens must be >= 0"),
     ("log every 0", None, [*TINY, "trainer.log_every=0"], "trainer.log_every must be > 0"),
     ("eval batch 0", None, [*TINY, "trainer.eval_batch_size=0"], "trainer.eval_batch_size must be > 0"),
     ("save every 0", None, [*TINY, "trainer.save_every=0"], "trainer.save_every must be >= 1 or null"),

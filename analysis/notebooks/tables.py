@@ -12,8 +12,11 @@
 # # Tables from run folders
 #
 # Every run under `$LORA_RUNS_DIR` (default `runs/`) as one row, then the paper's Tables 2/3 (methods),
-# 5 (weight types at a fixed budget), 6 (rank r) and 18 (H.2) where runs exist, the paper's numbers beside
-# ours, and Figure 2 (score against trainable parameters). Everything is written to `$LORA_ANALYSIS_OUT`.
+# 4 and 15 (methods on GPT-3's tasks: WikiSQL, MNLI-m, SAMSum), 5 (weight types at a fixed budget), 6 (rank r),
+# 16 (MNLI-m from 100, 1k, 10k examples) and 18 (H.2) where runs exist, the paper's numbers beside ours, and
+# Figure 2 (score against trainable parameters). On GPT-3's tasks a cell is the decoded score (WikiSQL's
+# logical-form accuracy, MNLI-m's label-word accuracy, SAMSum's ROUGE), not the dev loss that picked the best
+# step. One table per comparable group of runs. Everything is written to `$LORA_ANALYSIS_OUT`.
 
 # %%
 import os

@@ -5,7 +5,11 @@ written outputs scored again with the metric, and the targets it trained on must
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
@@ -118,3 +122,32 @@ def test_missing_data_is_one_line_naming_where_to_get_it(tmp_path):
     task = build_task({"name": "wikisql", "data_dir": str(tmp_path)})
     with pytest.raises(TaskError, match="salesforce/WikiSQL"):
         task.examples("train")
+
+
+def test_a_table4_sweep_on_a_tiny_decoder_lands_in_table4(tmp_path):
+    """The sweep as a user runs it (Hydra multirun, two of its rows), on a tiny GPT-2 and WikiSQL files in the
+    official format: each run's decoded score is its Table 4 cell, beside the paper's row."""
+    from analysis import paper, tables
+
+    data = wikisql_files((tmp_path / "data").resolve())
+    sweep = tmp_path / "sweep"
+    tiny = ["model=tiny_gpt2", "model.arch.n_positions=512", "trainer.max_steps=2", "trainer.batch_size=4",
+            "trainer.grad_accum=1", "trainer.train_limit=8", "trainer.eval_limit=4", "trainer.threads=1",
+            "task.decode_limit=4", "task.decoding.max_new_tokens=8", f"task.data_dir={data}"]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "run.py", "-m", "+sweep=table4_smollm2_135m", "+gpt3_row=lora_qv1,prefix_layer_lp8_li8",
+           *tiny, f"hydra.sweep.dir={sweep}", f"trainer.output_dir={sweep}/runs/${{hydra:job.num}}"]  # fmt: skip
+    done = subprocess.run(
+        cmd, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = tables.collect(sweep / "runs")
+    assert sorted(r["setting"] for r in rows) == ["lora q=1,v=1", "prefix_layer l_p=8,l_i=8"]
+    ((_, group),) = tables.groups(rows, tables.SWEPT["methods"])
+    lines = {x["setting"]: x for x in tables.gpt3_methods(group, paper.TABLE4) if x["runs"]}
+    for r in rows:
+        metrics = json.loads((sweep / "runs" / r["run"] / "metrics.json").read_text())
+        line = lines[r["setting"]]
+        assert line["ours"]["lf_accuracy"]["mean"] == pytest.approx(100 * metrics["test"]["dev/lf_accuracy"])
+        assert metrics["evals"] and r["lr"] == {"lora": 2e-4, "prefix_layer": 1e-4}[r["method"]]  # Table 12
+    assert (lines["lora q=1,v=1"]["paper"], lines["prefix_layer l_p=8,l_i=8"]["paper"]) == (73.4, 70.1)
