@@ -264,6 +264,8 @@ def rows_from_csv(file: Path) -> list[dict]:
     for row in rows:
         for key, value in row.items():
             row[key] = None if value == "" else value
+        for key in ("setting", "train_size"):  # a runs.csv written before these columns
+            row.setdefault(key, None)
         for key in ("r", "alpha", "steps", "batch_size", "train_size", "seed", "best_step", "trainable", "total"):
             row[key] = int(row[key]) if row.get(key) is not None and row[key].lstrip("-").isdigit() else row.get(key)
         for key in (*_CSV_NUMBERS, *(k for k in row if k.split("/")[0] in _SPLITS)):
