@@ -22,7 +22,10 @@ def execute(source: Path, runs_dir: Path, out: Path, timeout: int = 900) -> Path
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     env = {"LORA_RUNS_DIR": str(runs_dir.resolve()), "LORA_ANALYSIS_OUT": str(out.resolve()), "MPLBACKEND": "Agg"}
     os.environ.update(env)  # the kernel inherits this process's environment
-    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    # The kernel's own log (not the notebook's output) says it listens on local TCP unencrypted, on every
+    # run: noise for a batch run on one machine, so only its errors are shown.
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}},
+                   extra_arguments=["--IPKernelApp.log_level=ERROR"]).execute()  # fmt: skip
     target = out / f"{source.stem}.ipynb"
     nbformat.write(nb, target)
     return target
