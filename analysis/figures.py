@@ -60,9 +60,8 @@ def score_vs_params(figure: dict, out) -> Path:
         xs, ys = [p["trainable"] for p in points], [p["mean"] for p in points]
         errors = [p["std"] if p["n"] > 1 else 0.0 for p in points]
         ax.errorbar(xs, ys, yerr=errors, marker="o", markersize=4, capsize=3, color=f"C{i % 10}", label=label)
-        for p in points if len(points) > 1 else ():  # along a series: each point's size (r=8)
-            text = ",".join(f"{k.split('.')[-1]}={v}" for k, v in p["size"].items()).replace("'", "")
-            ax.annotate(text, (p["trainable"], p["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=6)
+        for p in points if len(points) > 1 else ():  # along a series: each point's size (q=8,v=8)
+            ax.annotate(p["size"], (p["trainable"], p["mean"]), textcoords="offset points", xytext=(4, 4), fontsize=6)
     ax.set_xscale("log")
     metric = figure["metric"].split("/")[-1] + (" x100" if figure["x100"] else "")
     kind = "decoded" if figure["metric"].startswith("decoded/") else "best dev"  # the GPT-3 tasks' cells

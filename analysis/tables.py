@@ -31,6 +31,7 @@ from .paper import (
     TABLE15,
     TABLE16,
     TABLE16_SIZES,
+    TABLE17,
     TABLE18,
     Row,
     setting,
@@ -169,12 +170,27 @@ def groups(rows: list[dict], swept: tuple[str, ...]) -> list[tuple[str, list[dic
             mine = dict(protocol)
             differ = sorted({k for p in twins for k, v in set(p) ^ set(protocol) if mine.get(k) is not None})
             title += " (" + ", ".join(f"{k}={mine[k]}" for k in differ[:4]) + ")"
-        out.append((title, rs))
+        kept, repeats = _distinct(rs)
+        if repeats:
+            title += "; left out as repeats of a run with the same config and seed: " + ", ".join(repeats)
+        out.append((title, kept))
     return sorted(out, key=lambda g: g[0])
 
 
+def _distinct(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """The rows with one run per config and seed (two sweeps can make the same run: Table 4's LoRA is Table
+    16's on all of MNLI), a complete one first; and the names of the runs left out. Two runs of one seed are
+    not two seeds: counted twice, they would shrink the spread a cell shows."""
+    seen: dict = {}
+    for r in sorted(rows, key=lambda r: (r["status"] != "complete", r["run"])):
+        config = tuple(sorted((k, repr(v)) for k, v in r.get("_config", {}).items() if not _swept(k, _HOUSEKEEPING)))
+        seen.setdefault((config, r.get("setting")), []).append(r)  # a runs.csv's columns hold no l_p: setting does
+    kept = [rs[0] for rs in seen.values()]
+    return sorted(kept, key=lambda r: r["run"]), sorted(r["run"] for rs in seen.values() for r in rs[1:])
+
+
 # What sets a method's number of trainable parameters: the points along one Figure 2 series.
-SIZE_KEYS = ("method.r", "method.l_p", "method.l_i", "method.blocks")
+SIZE_KEYS = ("method.r", "method.l_p", "method.l_i", "method.blocks", "method.drop_lower")
 
 
 def figure2(rows: list[dict]) -> list[dict]:
@@ -189,8 +205,10 @@ def figure2(rows: list[dict]) -> list[dict]:
         for r in rs:
             config = {k: repr(v) for k, v in r["_config"].items() if _swept(k, SWEPT["methods"])}
             weights = _shape(r)[0] if r["method"].startswith("lora") else ()  # per-type ranks name them too
-            rest = tuple(sorted((k, v) for k, v in config.items() if k not in (*SIZE_KEYS, *_NAMED, "trainer.seed")))
-            size = tuple(sorted((k, v) for k, v in config.items() if k in SIZE_KEYS))
+            rest = tuple(
+                sorted((k, v) for k, v in config.items() if not _swept(k, (*SIZE_KEYS, *_NAMED, "trainer.seed")))
+            )
+            size = r["setting"].partition(" ")[2]  # what sets its size: "q=8,v=8", "l_p=32,l_i=8", "r=8"
             lines.setdefault((r["method"], weights, rest), {}).setdefault(size, []).append(r)
         series = {}
         for (method, weights, rest), points in lines.items():
@@ -198,7 +216,7 @@ def figure2(rows: list[dict]) -> list[dict]:
             label = method + (f" {_label(weights)}" if weights else "") + _differences(dict(rest), twins)
             series[label] = sorted(
                 ({"trainable": pts[0]["trainable"], **_agg([score(p) for p in pts]),
-                  "size": dict(size), "runs": sorted(p["run"] for p in pts)} for size, pts in points.items()),
+                  "size": size, "runs": sorted(p["run"] for p in pts)} for size, pts in points.items()),
                 key=lambda p: p["trainable"])  # fmt: skip
         model, task = rs[0]["model"], rs[0]["task"]
         metric = f"decoded/{DECODED[task][0]}" if task in DECODED else rs[0]["metric"]
@@ -264,8 +282,7 @@ def rows_from_csv(file: Path) -> list[dict]:
     for row in rows:
         for key, value in row.items():
             row[key] = None if value == "" else value
-        for key in ("setting", "train_size"):  # a runs.csv written before these columns
-            row.setdefault(key, None)
+        row.setdefault("train_size", None)  # a runs.csv written before these columns
         for key in ("r", "alpha", "steps", "batch_size", "train_size", "seed", "best_step", "trainable", "total"):
             row[key] = int(row[key]) if row.get(key) is not None and row[key].lstrip("-").isdigit() else row.get(key)
         for key in (*_CSV_NUMBERS, *(k for k in row if k.split("/")[0] in _SPLITS)):
@@ -276,6 +293,8 @@ def rows_from_csv(file: Path) -> list[dict]:
         config = {key: row.get(column) for column, key in _CSV_CONFIG.items()}
         config["method.r"] = rank
         config["method.targets"] = None if isinstance(rank, dict) or not row["targets"] else row["targets"].split(",")
+        if not row.get("setting"):  # a runs.csv written before the column: what its columns say (no l_p, l_i)
+            row["setting"] = setting({"name": row["method"], "r": rank, "targets": config["method.targets"]})
         row["_config"] = config
     return rows
 
@@ -293,7 +312,8 @@ _SPLITS = ("train", "dev", "test", "test_seen", "test_unseen")  # the split a te
 
 def decoded(row: dict, name: str) -> float | None:
     """A decoded score of a run ("dev/lf_accuracy" for `name` lf_accuracy), whichever split was decoded."""
-    return next((v for k, v in row.items() if k.split("/")[0] in _SPLITS and k.split("/", 1)[-1] == name), None)
+    found = (v for k, v in row.items() if k.split("/")[0] in _SPLITS and k.split("/", 1)[-1] == name)
+    return next((v for v in found if v is not None), None)  # a runs.csv has every run's columns, most empty
 
 
 def score(row: dict, name: str | None = None) -> float | None:
@@ -465,28 +485,27 @@ def gpt3_methods(rows: list[dict], printed: tuple[Row, ...] = TABLE4) -> list[di
 
 
 def table16(rows: list[dict]) -> list[dict]:
-    """Table 16 for one comparable group of MNLI-m runs that differ in training-set size (and method): a line
-    per method, a cell per size in `paper.TABLE16_SIZES` (None: the whole set) with our mean over seeds beside
-    the paper's GPT-3 175B. The paper's settings change with the size (Table 17: PrefixEmbed's l_p), so a
-    method's line holds one setting per size; where a size has runs of two settings of one method, that
-    method gets a line per setting rather than a cell that averages them."""
-    runs = [r for r in rows if r["status"] == "complete" and r["task"] == "mnli_gen"]
-    by_method: dict = {}
-    for r in runs:
-        by_method.setdefault(r["method"], {}).setdefault(r["train_size"], []).append(r)
+    """Table 16 for one comparable group of MNLI-m runs that differ in training-set size (and method): a cell
+    per size in `paper.TABLE16_SIZES` (None: the whole set), our mean over seeds beside the paper's GPT-3 175B.
+    A method's line holds the runs of the paper's setting for each size (`paper.TABLE17`: PrefixEmbed's l_p
+    grows with n); any other setting of it gets a line of its own, so no cell averages two settings. Only lines
+    with a low-data run are shown: a full-data run alone (Tables 4 and 15) is not a Table 16 line."""
+    lines: dict = {}
+    for r in (r for r in rows if r["status"] == "complete" and r["task"] == "mnli_gen"):
+        own = None if TABLE17.get((r["method"], r["train_size"])) == r["setting"] else r["setting"]
+        lines.setdefault((r["method"], own), {}).setdefault(r["train_size"], []).append(r)
+    order = {m: i for i, m in enumerate(TABLE16)}
     out = []
-    order = [*TABLE16, *sorted(m for m in by_method if m not in TABLE16)]
-    for method in (m for m in order if m in by_method):
-        sizes = by_method[method]
-        split = any(len({r["setting"] for r in rs}) > 1 for rs in sizes.values())
-        keys = sorted({r["setting"] for rs in sizes.values() for r in rs}) if split else [None]
-        for key in keys:
-            cells = {n: [r for r in sizes.get(n, []) if key in (None, r["setting"])] for n in TABLE16_SIZES}
-            paper = TABLE16.get(method, (None,) * len(TABLE16_SIZES))
-            out.append({"method": method, "setting": key,
-                        "settings": {n: sorted({r["setting"] for r in rs}) for n, rs in cells.items()},
-                        "cells": {n: {"ours": _agg([score(r) for r in rs]), "paper": p}
-                                  for (n, rs), p in zip(cells.items(), paper, strict=True)}})  # fmt: skip
+    for (method, own), sizes in sorted(
+        lines.items(), key=lambda kv: (order.get(kv[0][0], len(order)), kv[0][0], kv[0][1] or "")
+    ):
+        if set(sizes) == {None}:
+            continue
+        paper = TABLE16.get(method) if own is None else None
+        out.append({"method": method, "setting": own or "the paper's (Table 17)",
+                    "cells": {n: {"ours": _agg([score(r) for r in sizes.get(n, [])]),
+                                  "paper": paper[i] if paper else None} for i, n in enumerate(TABLE16_SIZES)},
+                    "runs": sorted(r["run"] for rs in sizes.values() for r in rs)})  # fmt: skip
     return out
 
 
@@ -572,37 +591,52 @@ def gpt3_methods_markdown(lines: list[dict]) -> str:
 
 
 def table16_markdown(t16: list[dict]) -> str:
-    head = ["method", *(f"MNLI-{n}" if n else "MNLI (all)" for n in TABLE16_SIZES)]
+    head = ["method", "setting", *(f"MNLI-{n}" if n else "MNLI (all)" for n in TABLE16_SIZES)]
     body = []
     for x in t16:
         cells = x["cells"].values()
-        label = x["method"] + (f" ({x['setting']})" if x["setting"] else "")
-        body.append([label, *(fmt_score(c["ours"]) for c in cells)])
-        body.append([f"paper GPT-3 ({x['method']})", *(c["paper"] for c in cells)])
+        body.append([x["method"], x["setting"], *(fmt_score(c["ours"]) for c in cells)])
+        if any(c["paper"] is not None for c in cells):
+            body.append([f"paper GPT-3 ({x['method']})", None, *(c["paper"] for c in cells)])
     return markdown(head, body)
+
+
+def _section(heading: str, table: str, runs: list[str], source: str) -> str:
+    """A table under its heading, with the runs in its cells and where the paper's numbers are printed."""
+    return f"## {heading}\n\n{table}\n\nRuns: {', '.join(runs) or 'none'}.\nPaper: {PAPER}, {source}."
 
 
 def _gpt3_markdown(rows: list[dict]) -> list[str]:
     """Tables 4, 15 and 16 for the runs of the paper's GPT-3 tasks, one table per comparable group."""
     parts = []
-    full = [r for r in rows if r["task"] in DECODED and r.get("train_size") in (None, "")]
+    full = [r for r in rows if r["task"] in DECODED and r["train_size"] is None]
     for title, rs in groups(full, SWEPT["methods"]):
-        names = " / ".join(DECODED["samsum"]) + " x100" if rs[0]["task"] == "samsum" else score_name(rs[0]["task"])
-        runs = ", ".join(r["run"] for r in rs)
-        parts.append(f"## Table 4 (methods on GPT-3's tasks): {title}; ours: {names}\n\n"
-                     + gpt3_methods_markdown(gpt3_methods(rs, TABLE4))
-                     + f"\n\nRuns: {runs}.\nPaper: {PAPER}, Table 4 (GPT-3 175B).")  # fmt: skip
+        task, done = rs[0]["task"], sorted(r["run"] for r in rs if r["status"] == "complete")
+        ours = " / ".join(DECODED["samsum"]) + " x100" if task == "samsum" else score_name(task)
+        parts.append(
+            _section(
+                f"Table 4 (methods on GPT-3's tasks): {title}; ours: {ours}",
+                gpt3_methods_markdown(gpt3_methods(rs, TABLE4)),
+                done,
+                "Table 4 (GPT-3 175B)",
+            )
+        )
         beyond = {r["setting"] for r in rs} - {s for p in TABLE4 for s in p.settings}
-        if rs[0]["task"] != "samsum" and beyond & {s for p in TABLE15 for s in p.settings}:
-            parts.append(f"## Table 15 (every method's size on GPT-3's tasks): {title}; ours: {names}\n\n"
-                         + gpt3_methods_markdown(gpt3_methods(rs, TABLE15))
-                         + f"\n\nRuns: {runs}.\nPaper: {PAPER}, Table 15 (GPT-3 175B).")  # fmt: skip
-    low = [r for r in rows if r["task"] == "mnli_gen"]
-    for title, rs in groups(low, SWEPT["table16"]):
-        if any(r.get("train_size") not in (None, "") for r in rs):
-            parts.append(f"## Table 16 (MNLI-m from n training examples): {title}; ours: {score_name('mnli_gen')}"
-                         f"\n\n{table16_markdown(table16(rs))}\n\nRuns: {', '.join(r['run'] for r in rs)}.\n"
-                         f"Paper: {PAPER}, Table 16 (GPT-3 175B; its Table 17 the settings for each n).")  # fmt: skip
+        if task != "samsum" and beyond & {s for p in TABLE15 for s in p.settings}:
+            parts.append(
+                _section(
+                    f"Table 15 (every method's size on GPT-3's tasks): {title}; ours: {ours}",
+                    gpt3_methods_markdown(gpt3_methods(rs, TABLE15)),
+                    done,
+                    "Table 15 (GPT-3 175B)",
+                )
+            )
+    for title, rs in groups([r for r in rows if r["task"] == "mnli_gen"], SWEPT["table16"]):
+        if t16 := table16(rs):
+            parts.append(_section(f"Table 16 (MNLI-m from n training examples): {title}; ours: "
+                                  f"{score_name('mnli_gen')}", table16_markdown(t16),
+                                  sorted(run for x in t16 for run in x["runs"]),
+                                  "Table 16 (GPT-3 175B; its Table 17 the settings for each n)"))  # fmt: skip
     return parts
 
 

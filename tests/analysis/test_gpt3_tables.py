@@ -3,6 +3,7 @@ settings, and the tables show the decoded score (not the dev loss a prompt task 
 numbers, one comparable group at a time. Fixture run folders are written by hand; every cell is checked against
 a value computed by hand."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -65,6 +66,15 @@ def test_the_table4_and_table15_sweeps_run_every_printed_row(model):
             assert settings == expected and len(rows) == len(expected)
 
 
+def test_the_table16_sweeps_split_every_batch_evenly_on_the_gpus_their_command_names(tmp_path):
+    text = (ROOT / "conf/sweep/table16_llama3_8b.yaml").read_text()
+    gpus = int(text.split("--nproc_per_node ")[1].split()[0])
+    with hydra_context():
+        for override in swept("table16_llama3_8b"):
+            cfg = compose(["+sweep=table16_llama3_8b", override, f"trainer.output_dir={tmp_path}"])
+            assert cfg.trainer.batch_size % gpus == 0, override  # engines refuse a global batch that does not
+
+
 def test_the_table16_cells_carry_the_papers_table17_settings(tmp_path):
     found = {}
     with hydra_context():
@@ -79,6 +89,7 @@ def test_the_table16_cells_carry_the_papers_table17_settings(tmp_path):
     expected = {(m, n): (TABLE17_BATCH[n], lrs[i], settings[i])
                 for m, (lrs, settings) in TABLE17.items() for i, n in enumerate(paper.TABLE16_SIZES)}  # fmt: skip
     assert found == expected
+    assert {k: v[2] for k, v in found.items()} == paper.TABLE17
 
 
 def fake(root, name, task, method, decoded, *, seed=0, train_size=None, model="smollm2_135m", lr=2e-4):
@@ -142,16 +153,56 @@ def test_table4_puts_our_decoded_score_beside_the_printed_row_it_stands_for(gpt3
     assert line["paper"] == (53.4, 29.2, 45.1)
 
 
-def test_table16_cells_by_size_and_one_line_per_setting_where_a_size_has_two(gpt3_runs):
+def test_table16_cells_by_size_the_papers_setting_per_size_and_a_line_for_any_other(gpt3_runs):
     (mnli,) = _group(gpt3_runs, "mnli_gen", "table16")
     lines = {(x["method"], x["setting"]): x for x in tables.table16(mnli)}
-    lora = lines[("lora", None)]["cells"]
+    lora = lines[("lora", "the paper's (Table 17)")]["cells"]
     assert lora[100]["ours"] == {"mean": pytest.approx(45.0), "std": pytest.approx(7.0710678), "n": 2}
     assert (lora[1000]["ours"]["mean"], lora[10000]["ours"]["n"], lora[None]["ours"]["mean"]) == (50.0, 0, 80.0)
     assert [lora[n]["paper"] for n in paper.TABLE16_SIZES] == [63.8, 85.6, 89.2, 91.7]
-    pe16 = lines[("prefix_embed", "prefix_embed l_p=16,l_i=8")]["cells"][100]
+    # at n=100 the paper's PrefixEmbed has l_p=16 (its Table 17); l_p=32 there is another setting: its own line
+    pe16 = lines[("prefix_embed", "the paper's (Table 17)")]["cells"][100]
     pe32 = lines[("prefix_embed", "prefix_embed l_p=32,l_i=8")]["cells"][100]
-    assert (pe16["ours"]["mean"], pe32["ours"]["mean"], pe16["paper"]) == (30.0, 36.0, 37.6)
+    assert (pe16["ours"]["mean"], pe16["paper"]) == (30.0, 37.6) and (pe32["ours"]["mean"], pe32["paper"]) == (
+        36.0,
+        None,
+    )
+    assert len(lines) == 3  # no line for a setting with full-data runs only (Table 4's and 15's)
+
+
+def test_a_run_two_sweeps_made_alike_counts_once_and_table16_keeps_out_full_data_only_settings(tmp_path):
+    """Table 4's LoRA r_q=r_v=8 on all of MNLI is Table 16's 'all' cell: the same config and seed, run by two
+    sweeps. Counted twice it would read as two seeds (n=2, a spread of zero)."""
+    fake(tmp_path, "table4/qv8", "mnli_gen", QV8, {"accuracy": 0.80})
+    fake(tmp_path, "table16/qv8-all", "mnli_gen", QV8, {"accuracy": 0.80})
+    fake(tmp_path, "table16/qv8-100", "mnli_gen", QV8, {"accuracy": 0.40}, train_size=100)
+    fake(tmp_path, "table15/ah4", "mnli_gen", {"name": "adapter_h", "r": 4}, {"accuracy": 0.7}, lr=1e-4)
+    rows = tables.collect(tmp_path)
+    ((title, group),) = tables.groups([r for r in rows if r["train_size"] is None], tables.SWEPT["methods"])
+    assert "left out as repeats of a run with the same config and seed: table4/qv8" in title
+    assert sorted(r["run"] for r in group) == ["table15/ah4", "table16/qv8-all"]
+    (_, low), *_ = tables.groups(rows, tables.SWEPT["table16"])
+    (line,) = tables.table16(low)  # adapter_h ran on all of MNLI only: a Table 15 run, not a Table 16 line
+    assert line["cells"][None]["ours"]["n"] == 1 and line["cells"][100]["ours"]["mean"] == pytest.approx(40.0)
+
+
+def test_a_runs_csv_from_before_the_setting_column_keeps_methods_apart_and_finds_a_test_decoded_score(tmp_path):
+    fake(tmp_path, "dev/qv8", "wikisql", QV8, {"lf_accuracy": 0.5})
+    fake(tmp_path, "dev/ah1", "wikisql", {"name": "adapter_h", "r": 1}, {"lf_accuracy": 0.3}, lr=1e-4)
+    csv_file, *_ = tables.save(tables.collect(tmp_path), tmp_path / "out")
+    with open(csv_file, newline="") as f:
+        saved = list(csv.DictReader(f))
+    with open(tmp_path / "old.csv", "w", newline="") as f:  # the columns a runs.csv had before this change
+        writer = csv.DictWriter(f, [c for c in saved[0] if c not in ("setting", "train_size")], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(saved)
+    old = tables.collect(tmp_path / "old.csv")
+    (_, group), *_ = tables.groups(old, tables.SWEPT["methods"])
+    found = {x["setting"]: x["ours"]["lf_accuracy"]["mean"] for x in tables.gpt3_methods(group) if x["runs"]}
+    assert found == {"lora q=8,v=8": pytest.approx(50.0), "adapter_h r=1": pytest.approx(30.0)}
+    # a runs.csv holds every run's columns: a run decoded on test has an empty dev/lf_accuracy beside it
+    row = {"task": "wikisql", "best": 1.0, "dev/lf_accuracy": None, "test/lf_accuracy": 0.25}
+    assert tables.score(row) == 25.0
 
 
 def test_the_markdown_shows_tables_4_15_16_and_tables_5_6_by_decoded_score(gpt3_runs):
@@ -161,7 +212,9 @@ def test_the_markdown_shows_tables_4_15_16_and_tables_5_6_by_decoded_score(gpt3_
     assert "| LoRA | lora q=8,v=8 | 1010 | 40.0 / 20.0 / 30.0 | 53.4/29.2/45.1 | 37.7M |" in text  # SAMSum
     assert "## Table 15 (every method's size on GPT-3's tasks): smollm2_135m / wikisql" in text  # l_p=32 ran
     assert "## Table 15 (every method's size on GPT-3's tasks): smollm2_135m / samsum" not in text
-    assert "## Table 16 (MNLI-m from n training examples)" in text and "| paper GPT-3 (lora) | 63.8 | 85.6 |" in text
+    assert (
+        "## Table 16 (MNLI-m from n training examples)" in text and "| paper GPT-3 (lora) | - | 63.8 | 85.6 |" in text
+    )
     assert "## Methods (Tables 2/3 style)" not in text  # the RoBERTa comparison is not for these tasks
     lora = [r for r in gpt3_runs if r["task"] == "wikisql" and r["method"] == "lora"]
     assert len(tables.groups(lora, tables.SWEPT["lora"])) == 1  # per-type ranks (method.r.q, .v) are swept too
@@ -169,14 +222,28 @@ def test_the_markdown_shows_tables_4_15_16_and_tables_5_6_by_decoded_score(gpt3_
     assert next(x for x in six if x["weight_type"] == "W_q, W_v")["r=8"]["ours"]["mean"] == pytest.approx(60.0)
 
 
-def test_figure2_on_a_gpt3_task_plots_the_decoded_score(gpt3_runs, tmp_path):
+def test_figure2_on_a_gpt3_task_plots_the_decoded_score_a_point_per_setting(gpt3_runs, tmp_path):
     from analysis import figures
 
     (wikisql,) = [f for f in tables.figure2(gpt3_runs) if f["task"] == "wikisql"]
     assert wikisql["metric"] == "decoded/lf_accuracy" and wikisql["x100"]
-    assert wikisql["series"]["lora W_q, W_v"][0]["mean"] == pytest.approx(60.0)
+    # per-type ranks (method.r.q, method.r.v) set a point's size: one series, one point per setting
+    points = [(p["size"], p["mean"], p["n"]) for p in wikisql["series"]["lora W_q, W_v"]]
+    assert sorted(points) == [("q=8,v=8", pytest.approx(60.0), 2)]
+    assert [(p["size"], p["mean"]) for p in wikisql["series"]["lora W_v"]] == [("v=2", pytest.approx(40.0))]
+    assert [p["size"] for p in wikisql["series"]["prefix_embed"]] == ["l_p=32,l_i=8"]
     figures.score_vs_params(wikisql, tmp_path / "f.png")
     assert json.loads((tmp_path / "f.json").read_text())["metric"] == "decoded/lf_accuracy"
+
+
+def test_figure2_puts_two_ranks_of_one_weight_set_on_one_series(tmp_path):
+    fake(tmp_path, "qv8", "wikisql", QV8, {"lf_accuracy": 0.5})
+    fake(tmp_path, "qv1", "wikisql", {"name": "lora", "r": {"q": 1, "v": 1}, "targets": None, "alpha": 8},
+         {"lf_accuracy": 0.4})  # fmt: skip
+    for rows in (tables.collect(tmp_path), tables.collect(tables.save(tables.collect(tmp_path), tmp_path / "o")[0])):
+        (figure,) = tables.figure2(rows)
+        assert list(figure["series"]) == ["lora W_q, W_v"]
+        assert [p["size"] for p in figure["series"]["lora W_q, W_v"]] == ["q=1,v=1", "q=8,v=8"]
 
 
 def test_a_runs_csv_keeps_the_gpt3_tables(gpt3_runs, tmp_path):

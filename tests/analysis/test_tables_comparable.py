@@ -107,9 +107,7 @@ def test_figure2_has_a_figure_per_comparable_group_and_a_point_per_configuration
     }  # fmt: skip
     e2e = found["tiny_gpt2 / e2e / dev/loss"]  # a loss stays as measured: never x100 beside accuracies
     assert not e2e["x100"] and e2e["series"] == {
-        "lora W_q, W_v": [
-            {"trainable": 800, "mean": 2.0, "std": 0.0, "n": 1, "size": {"method.r": "8"}, "runs": ["e2e"]}
-        ]
+        "lora W_q, W_v": [{"trainable": 800, "mean": 2.0, "std": 0.0, "n": 1, "size": "q=8,v=8", "runs": ["e2e"]}]
     }
 
 
