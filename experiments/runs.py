@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -437,9 +438,12 @@ def load_trained(
 # --- what a run records about where it ran ---------------------------------------------------------------------
 
 
+@functools.cache
 def code_version() -> dict:
-    """The code's commit and whether the tree had uncommitted changes, read when a run starts: the code that
-    ran (read at the end, a commit made during a long run would be named instead)."""
+    """The code's commit and whether the tree had uncommitted changes, read once per process, when its first
+    run starts. Python imports the code once, so every later run of a sweep in one process (Hydra's -m,
+    experiments.plan) runs that code whatever the tree holds by then; read at each run's start (or its end),
+    a commit or an edit made during a sweep would be named for code that never ran."""
     return {"git_commit": _git(["rev-parse", "HEAD"]) or "unknown",
             "git_dirty": bool(_git(["status", "--porcelain", "--untracked-files=no"]))}  # fmt: skip
 

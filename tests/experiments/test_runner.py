@@ -449,11 +449,16 @@ def test_metrics_name_the_commit_the_run_started_from(tmp_path, monkeypatch):
 
     head, evaluate = {"now": "start-commit"}, train._evaluate_into
     monkeypatch.setattr(runs, "_git", lambda args: head["now"] if args[0] == "rev-parse" else "")
+    runs.code_version.cache_clear()  # as in a fresh process
 
     def evaluate_then_commit(r):
         evaluate(r)
         head["now"] = "a commit made during the run"
 
     monkeypatch.setattr(train, "_evaluate_into", evaluate_then_commit)
-    metrics = run(config(tmp_path, "model=tiny_bert", "task=rte", *TINY))
+    metrics = run(config(tmp_path / "a", "model=tiny_bert", "task=rte", *TINY))
     assert (metrics["git_commit"], metrics["git_dirty"]) == ("start-commit", False)
+    # the next run of a sweep in this process runs the code imported at its start, not the tree's new commit
+    metrics = run(config(tmp_path / "b", "model=tiny_bert", "task=rte", *TINY))
+    assert metrics["git_commit"] == "start-commit"
+    runs.code_version.cache_clear()
