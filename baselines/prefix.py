@@ -83,6 +83,7 @@ def add_prefix(model: nn.Module, cfg: dict) -> nn.Module:
             layer = ReplaceActivations(tokens)
             model.get_submodule(block).register_forward_hook(layer.hook)
             model.prefix_layers.append(layer)
+        _start_from_real_tokens(model, tokens)
     vocab = tokens.vocab
     model.special_tokens = {
         "prefix": list(range(vocab, vocab + l_p)),
@@ -90,3 +91,20 @@ def add_prefix(model: nn.Module, cfg: dict) -> nn.Module:
     }
     train_head(model)
     return model
+
+
+@torch.no_grad()
+def _start_from_real_tokens(model: nn.Module, tokens: SpecialTokens):
+    """PreLayer's vectors start as what the model computes for real tokens (ids spread evenly over the
+    vocabulary, run as one sequence): their embeddings, and their activations after each block. Li & Liang
+    (2021, Section 7.2) find prefix activations initialised from real words train far better than random
+    ones; random N(0, 0.02) vectors written over a Llama's hidden states, whose norms run into the tens, put
+    SmolLM2-135M's dev loss on WikiSQL at 13 before any training, against the base model's 1.5."""
+    if tokens.vectors.is_meta:
+        return  # counting parameters on the meta device: nothing to compute
+    count = tokens.vectors.shape[0]
+    ids = torch.linspace(0, tokens.vocab - 1, count).long().to(tokens.vectors.device)
+    hidden = model(input_ids=ids[None], output_hidden_states=True).hidden_states
+    tokens.vectors.copy_(tokens.base(ids))  # the token embeddings (GPT-2's hidden_states[0] adds positions)
+    for i, layer in enumerate(model.prefix_layers):  # block i's output: hidden_states[i + 1]
+        layer.vectors.copy_(hidden[i + 1][0].to(layer.vectors.dtype))
