@@ -157,10 +157,9 @@ def groups(rows: list[dict], swept: tuple[str, ...]) -> list[tuple[str, list[dic
     of `swept` (a prefix ending in "." covers a section). Each group comes with a title that names its model,
     task and metric and, where groups share those, what else tells them apart. A cell then averages only runs
     of one group, which differ only in the swept keys: never accuracies with losses or two learning rates."""
-    ignore = (*_HOUSEKEEPING, *swept)
     found: dict = {}
     for r in rows:
-        protocol = tuple(sorted((k, repr(v)) for k, v in r.get("_config", {}).items() if not _swept(k, ignore)))
+        protocol = _config_key(r, (*_HOUSEKEEPING, *swept))
         found.setdefault((r["model"], r["task"], r["metric"], protocol), []).append(r)
     out = []
     for (model, task, metric, protocol), rs in found.items():
@@ -177,14 +176,20 @@ def groups(rows: list[dict], swept: tuple[str, ...]) -> list[tuple[str, list[dic
     return sorted(out, key=lambda g: g[0])
 
 
+def _config_key(row: dict, ignore: tuple[str, ...]) -> tuple:
+    """A run's config but for the `ignore`d keys (`_swept`), as a hashable key."""
+    return tuple(sorted((k, repr(v)) for k, v in row.get("_config", {}).items() if not _swept(k, ignore)))
+
+
 def _distinct(rows: list[dict]) -> tuple[list[dict], list[str]]:
     """The rows with one run per config and seed (two sweeps can make the same run: Table 4's LoRA is Table
     16's on all of MNLI), a complete one first; and the names of the runs left out. Two runs of one seed are
     not two seeds: counted twice, they would shrink the spread a cell shows."""
     seen: dict = {}
     for r in sorted(rows, key=lambda r: (r["status"] != "complete", r["run"])):
-        config = tuple(sorted((k, repr(v)) for k, v in r.get("_config", {}).items() if not _swept(k, _HOUSEKEEPING)))
-        seen.setdefault((config, r.get("setting")), []).append(r)  # a runs.csv's columns hold no l_p: setting does
+        seen.setdefault((_config_key(r, _HOUSEKEEPING), r.get("setting")), []).append(
+            r
+        )  # a runs.csv's columns hold no l_p: setting does
     kept = [rs[0] for rs in seen.values()]
     return sorted(kept, key=lambda r: r["run"]), sorted(r["run"] for rs in seen.values() for r in rs[1:])
 

@@ -448,10 +448,9 @@ def code_version() -> dict:
             "git_dirty": bool(_git(["status", "--porcelain", "--untracked-files=no"]))}  # fmt: skip
 
 
-def environment(code: dict | None = None) -> dict:
-    """Peak memory, package versions, the code's commit and dirty flag (`code`, from `code_version` at the
-    start; read now if not given), the command line, the experiment preset and the SLURM job: metrics.json's
-    provenance."""
+def environment() -> dict:
+    """Peak memory, package versions, the code's commit and dirty flag (`code_version`), the command line, the
+    experiment preset and the SLURM job: metrics.json's provenance."""
     import accelerate
     import transformers
 
@@ -459,7 +458,7 @@ def environment(code: dict | None = None) -> dict:
         "peak_memory_mb": _peak_memory_mb(),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "accelerate": accelerate.__version__},
-        **(code or code_version()),
+        **code_version(),
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "experiment": _experiment_preset(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # None outside SLURM

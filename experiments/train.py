@@ -120,7 +120,6 @@ class _Run:
     state: dict = field(default_factory=dict)
     wandb_run: object = None
     scalars: ScalarLog | None = None  # the main process's per-step scalars (CSV, TensorBoard, wandb)
-    code: dict | None = None  # the commit and dirty flag when the run (or its resume) started
 
 
 def _train(cfg: dict, engine: engines.Engine) -> dict:
@@ -198,7 +197,7 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
         log.warning("no good checkpoint left: training starts from step 0")
     r.wandb_run = _wandb(cfg, folder.path) if cfg.get("logger", {}).get("wandb") and engine.is_main else None
     r.scalars = folder.scalars(r.state["step"], r.wandb_run) if engine.is_main else None
-    r.code = code_version() if engine.is_main else None
+    code_version()  # read now, at the start (cached for the process): the commit metrics.json will name
     return r
 
 
@@ -441,7 +440,7 @@ def _finish(r: _Run, model, started: float) -> dict:
         "final_seconds": round(time.time() - final_started, 1),
         "adapters": {"last": folder.adapter.name, "best": folder.best_adapter.name, "best_step": state["best"]["step"]},
         **({"evaluated_adapter": cfg["trainer"]["eval_adapter"]} if cfg["trainer"]["eval_adapter"] else {}),
-        **environment(r.code),
+        **environment(),
     }
     folder.write_metrics(metrics)
     folder.drop_checkpoints()  # finished: the adapter holds the result, optimizer states are dead weight
