@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+import baselines
 from baselines import MethodError
 from baselines import check as check_method
 from lora import LoRAError
@@ -15,10 +17,10 @@ from lora import LoRAError
 from .config import register, validate
 from .engines import EngineError
 from .metrics import JavaMissing, ScoreInputError
-from .models import ModelError, check_loadable
+from .models import ModelError, build, check_loadable
 from .paths import CONF_DIR
 from .runs import RunError, check_output_dir
-from .tasks import TaskError, build_task
+from .tasks import TaskError, build_task, check_run
 
 # A user's mistake, or the machine's (a full disk, a folder without write permission: OSError names the path
 # and the cause): one line each, never a traceback.
@@ -57,6 +59,10 @@ def check_config(argv: list[str], training: bool = True):
         cfg = OmegaConf.to_container(compose(argv), resolve=True, throw_on_missing=True)
     except Exception as err:  # Hydra and OmegaConf raise many types; all are the user's input here
         sys.exit(f"error: {one_line(err)}")
+    unknown = sorted(set(cfg) - top_level_keys())
+    if unknown:  # `+foo=bar` composes, and nothing would ever read it
+        sys.exit(f"error: unknown config key {', '.join(unknown)}; the top level has only "
+                 f"{', '.join(sorted(top_level_keys()))} (e.g. trainer.{unknown[0]}=...)")  # fmt: skip
     if not training:
         return
     try:
@@ -71,9 +77,24 @@ def check_values(cfg: dict):
     method applies to the model, whether the model has weights."""
     validate(cfg["trainer"])
     check_output_dir(cfg["trainer"]["output_dir"])
-    build_task(cfg["task"])
-    check_method(cfg["method"]["name"], cfg["model"]["arch"]["model_type"])
+    task = build_task(cfg["task"])
+    model_type = cfg["model"]["arch"]["model_type"]
+    check_method(cfg["method"]["name"], model_type)
+    check_run(task, model_type, cfg["trainer"]["eval_limit"])
     check_loadable(cfg["model"])
+    # Every option of the method against the real architecture (a rank above a weight's size, a block that is not
+    # there, LoRA's alpha or layers): the method applied to the model built on the meta device, which allocates
+    # nothing and loads no weights (0.3 s for Llama-3 8B).
+    baselines.prepare(
+        build(cfg["model"], head=task.head, num_labels=task.num_labels or 2, device="meta"), cfg["method"]
+    )
+
+
+@functools.cache
+def top_level_keys() -> frozenset[str]:
+    """The config's top-level keys: those of the default composition (the groups' files of other settings, like
+    `experiment=...`, are global: they add none)."""
+    return frozenset(compose([]))
 
 
 def one_line(err: Exception) -> str:

@@ -8,13 +8,17 @@ there too, and each builder validates its own fields (e.g. `lora.LoRAConfig`).
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 
+from .models import LORALIB_SUFFIXES
 from .optimizers import OPTIMIZERS
 from .runs import RunError
+from .tasks.base import type_mismatch
 
 
 @dataclass
@@ -86,7 +90,9 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
 
 
 def validate(t: dict):
-    """Check every numeric trainer setting against `RANGES`; one clear line for the first that is out of range."""
+    """Check every trainer setting against its type in `TrainerConfig` (Hydra does too, but `run()` may be given a
+    plain dict) and every numeric one against `RANGES`; one clear line for the first that is wrong."""
+    _check_types(t)
     for key, (allowed, ok) in RANGES.items():
         value = t.get(key)
         if value is None and "null" in allowed:
@@ -105,6 +111,25 @@ def validate(t: dict):
         raise RunError(f"trainer.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.get('optimizer')!r}")
     if t.get("resume") not in ("auto", "never"):
         raise RunError(f"trainer.resume must be auto or never, got {t.get('resume')!r}")
+    adapter = t.get("eval_adapter")
+    if t.get("adapter_alpha") is not None and Path(adapter or "").suffix not in LORALIB_SUFFIXES:
+        given = f"{adapter} stores its own alpha" if adapter else "no trainer.eval_adapter is given"
+        raise RunError(f"trainer.adapter_alpha is for a loralib checkpoint ({', '.join(LORALIB_SUFFIXES)}) given as "
+                       f"trainer.eval_adapter, which stores no alpha; {given}: drop trainer.adapter_alpha")  # fmt: skip
+
+
+_TYPES = typing.get_type_hints(TrainerConfig)  # what each setting may hold: {"max_steps": int | None, ...}
+
+
+def _check_types(t: dict):
+    """Every key a TrainerConfig field, every value of its type: an integer-like option takes no float or bool
+    (`batch_size=1.5`, `max_steps=true`), a switch no text (`bf16="no"` would be true)."""
+    unknown = sorted(set(t) - set(_TYPES))
+    if unknown:
+        raise RunError(f"trainer has no setting {', '.join(unknown)}; its settings: {', '.join(_TYPES)}")
+    for key, value in t.items():
+        if expected := type_mismatch(value, _TYPES[key]):
+            raise RunError(f"trainer.{key} must be {expected}, got {value!r}")
 
 
 class MissingSetting(ValueError):

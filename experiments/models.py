@@ -17,6 +17,7 @@ import lora
 from .paths import CONF_DIR, cache_dir
 
 HEADS = ("base", "seq_cls", "causal_lm")
+LORALIB_SUFFIXES = (".pt", ".bin", ".pth")  # microsoft/LoRA's checkpoints (torch.save), which store no alpha
 
 
 class ModelError(ValueError):
@@ -137,7 +138,7 @@ def adapter_model(model: str | dict, adapter: str | Path, task, tokenizer, seed:
     PEFT's (its config comes from the file) or a microsoft/LoRA loralib checkpoint (`alpha` must be given)."""
     built = _task_model(model, task, tokenizer, seed)
     path = Path(adapter)
-    if path.suffix in (".pt", ".bin", ".pth"):
+    if path.suffix in LORALIB_SUFFIXES:
         if alpha is None:
             raise ModelError(f"{path} is a loralib checkpoint without its alpha: set trainer.adapter_alpha")
         return lora.load_loralib(built, path, alpha=alpha)

@@ -174,6 +174,7 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     task.preflight()
     train_set = task.examples("train")[: t["train_limit"]] if t["max_steps"] != 0 else []
     eval_sets = {s: task.examples(s)[: t["eval_limit"]] for s in task.eval_splits}
+    task.check_before_training(eval_sets)
     tokenizer = load_tokenizer(cfg["model"])
     rebuild = functools.partial(_model_for, cfg, task, tokenizer)
     model = rebuild()

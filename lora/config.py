@@ -56,7 +56,8 @@ class LoRAConfig:
         targets = tuple(dict.fromkeys(targets))
         object.__setattr__(self, "targets", targets)
         if self.layers is not None:
-            object.__setattr__(self, "layers", tuple(sorted(set(int(i) for i in self.layers))))
+            layers = _block_indices(self.layers)  # before sorting: 1.7 must not become block 1
+            object.__setattr__(self, "layers", tuple(sorted(set(layers))))
         for name in ("r", "alpha"):
             value = getattr(self, name)
             if isinstance(value, Mapping):
@@ -67,7 +68,7 @@ class LoRAConfig:
         if not self.targets:
             raise LoRAError("targets is empty; name at least one weight type, e.g. targets=('q', 'v')")
         for t in self.targets:
-            if t not in WEIGHT_TYPES:
+            if not isinstance(t, str) or t not in WEIGHT_TYPES:
                 raise LoRAError(f"unknown weight type {t!r} in targets; choose from {', '.join(WEIGHT_TYPES)}")
         for name in ("r", "alpha"):
             value = getattr(self, name)
@@ -84,16 +85,17 @@ class LoRAConfig:
             if isinstance(r, bool) or not isinstance(r, int) or r < 1:
                 raise LoRAError(f"rank for {t!r} must be a positive integer, got {r!r}")
             a = self.alpha_of(t)
-            if isinstance(a, bool) or not isinstance(a, int | float) or a <= 0:
-                raise LoRAError(f"alpha for {t!r} must be a positive number, got {a!r}")
-        if not (isinstance(self.dropout, int | float) and 0.0 <= self.dropout < 1.0):
-            raise LoRAError(f"dropout must be in [0, 1), got {self.dropout!r}")
+            if not _is_number(a) or not math.isfinite(a) or a <= 0:  # nan or inf: every update NaN at step 1
+                raise LoRAError(f"alpha for {t!r} must be a positive number (finite), got {a!r}")
+        if not (_is_number(self.dropout) and 0.0 <= self.dropout < 1.0):
+            raise LoRAError(f"dropout must be in [0, 1) (a number), got {self.dropout!r}")
+        for name in ("rslora", "train_head"):  # "no" or 0 would otherwise be read as true or false silently
+            if not isinstance(getattr(self, name), bool):
+                raise LoRAError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.bias not in BIAS_MODES:
             raise LoRAError(f"bias must be one of {', '.join(BIAS_MODES)}, got {self.bias!r}")
         if self.init not in INITS:
             raise LoRAError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.layers is not None and any(i < 0 for i in self.layers):
-            raise LoRAError(f"layers are block indices from 0, got {list(self.layers)}")
 
     def rank(self, weight_type: str) -> int:
         return self.r[weight_type] if isinstance(self.r, Mapping) else self.r
@@ -129,3 +131,25 @@ class LoRAConfig:
             if value is not None:  # a single value from the command line (targets=q, layers=3) is one item
                 d[key] = (value,) if isinstance(value, str | int) else tuple(value)
         return cls(**d)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _block_indices(layers) -> tuple[int, ...]:
+    """Block indices as given (one integer, or a sequence of them): integers from 0, at least one (None, not an
+    empty list, adapts every block).
+
+    >>> _block_indices(3), _block_indices([2, 0])
+    ((3,), (2, 0))
+    >>> _block_indices((1.7,))
+    Traceback (most recent call last):
+    ...
+    lora.config.LoRAError: layers are block indices (integers from 0; null: every block), got (1.7,)
+    """
+    is_index = lambda i: isinstance(i, int) and not isinstance(i, bool) and i >= 0  # noqa: E731
+    items = (layers,) if is_index(layers) else tuple(layers) if isinstance(layers, tuple | list | range) else None
+    if not items or not all(map(is_index, items)):
+        raise LoRAError(f"layers are block indices (integers from 0; null: every block), got {layers!r}")
+    return items

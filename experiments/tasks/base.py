@@ -9,6 +9,7 @@ stand in an input is the task's business, what they are is the method's.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,10 @@ class Task(Protocol):
     def metrics(self, outputs: list, items: Sequence[Any]) -> dict[str, float]:
         """The metrics of all outputs of a split, in item order."""
 
+    def check_before_training(self, eval_sets: dict[str, Sequence[Any]]) -> None:
+        """Refuse what the data would only make fail after training: GLUE a correlation over examples that
+        cannot have one; NLG a decode split that does not read."""
+
     def final(self, model, tokenizer, folder: Path, device, special: Special = None) -> dict:
         """The last word on the finished model, files written into `folder` (NLG decodes the test set;
         GLUE has nothing to add)."""
@@ -59,6 +64,23 @@ class Task(Protocol):
 
 class TaskError(ValueError):
     """Missing or malformed task data; the message names the file and what to do."""
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text", dict: "a mapping",
+               type(None): "null"}  # fmt: skip
+
+
+def type_mismatch(value, hint) -> str | None:
+    """What `value` should be if it does not match the annotation `hint` (exactly: True is no integer, 1.0 no
+    integer, but 1 is a number), else None; for the strict checks of configs.
+
+    >>> type_mismatch(True, int | None), type_mismatch(1, float), type_mismatch("no", bool)
+    ('an integer or null', None, 'true or false')
+    """
+    allowed = set(typing.get_args(hint) or (hint,))
+    if type(value) in allowed | ({int} if float in allowed else set()):
+        return None
+    return " or ".join(name for kind, name in _TYPE_NAMES.items() if kind in allowed)
 
 
 @dataclass(frozen=True)

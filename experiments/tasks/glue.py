@@ -7,7 +7,9 @@ hub's `nyu-mll/glue` when the files are absent and the hub is reachable.
 from __future__ import annotations
 
 import csv
+import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +50,7 @@ SPECS = {
     "stsb": GlueSpec("STS-B", ("sentence1", "sentence2"), "score", None, ("pearson", "spearman"), regression=True,
                      label_range=(0, 5)),
 }  # fmt: skip
+CORRELATIONS = ("pearson", "spearman")  # undefined over fewer than two examples, or labels all equal
 
 _HUB_TEXT = {"mnli": ("premise", "hypothesis"), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
              "cola": ("sentence",), "qnli": ("question", "sentence"), "qqp": ("question1", "question2"),
@@ -71,9 +74,21 @@ class GlueTask:
         self.num_labels = 1 if self.regression else len(self.spec.labels or (0, 1))
         self.metric = self.spec.metrics[0]
         self.eval_splits = self.spec.eval_splits
+        self.min_eval_examples = 2 if set(self.spec.metrics) & set(CORRELATIONS) else 1
 
     def preflight(self):
         pass  # GLUE needs nothing beyond Python packages
+
+    def check_before_training(self, eval_sets: dict[str, list[Example]]):
+        """A correlation (STS-B) over fewer than two examples fails, and over equal labels is undefined: refused
+        now, not after training."""
+        if self.min_eval_examples < 2:
+            return
+        for split, items in eval_sets.items():
+            if len({e.label for e in items}) < 2:
+                raise TaskError(f"{self.name} {split}: {'/'.join(self.spec.metrics)} need at least 2 examples with "
+                                f"different labels, and its {len(items)} evaluated examples have "
+                                f"{len({e.label for e in items})}; raise trainer.eval_limit or fix the file")  # fmt: skip
 
     def examples(self, split: str) -> list[Example]:
         file = self.dir / self.spec.folder / f"{split}.tsv"
@@ -126,7 +141,12 @@ class GlueTask:
 
     def metrics(self, outputs: list, examples) -> dict[str, float]:
         predictions = np.array(outputs, dtype=np.float32 if self.regression else np.int64)
-        return self.score(predictions, np.array([e.label for e in examples]))
+        scores = self.score(predictions, np.array([e.label for e in examples]))
+        undefined = [k for k, v in scores.items() if k in CORRELATIONS and math.isnan(v)]
+        if undefined:  # the labels vary (check_before_training), so the predictions are all equal
+            log.warning("%s %s undefined: the model predicts %s for all %d examples", self.name,
+                        "/".join(undefined), predictions[0], len(examples))  # fmt: skip
+        return scores
 
     def final(self, model, tokenizer, folder, device, special=None) -> dict:
         return {}  # the dev evaluations during training are GLUE's result
@@ -145,18 +165,25 @@ def encode(tokenizer, examples: list[Example], max_length: int, special: dict | 
     return {"input_ids": ids, "attention_mask": mask}
 
 
+log = logging.getLogger("lora.train")
+
+
 def default_dir() -> Path:
     return data_dir() / "glue"
 
 
 def read_tsv(file: Path, spec: GlueSpec) -> list[Example]:
     """Rows of a GLUE TSV file (quotes are literal text in GLUE, hence QUOTE_NONE; MRPC has a BOM)."""
+    # csv refuses a field over 128 KiB by default; a long text is still a text (the tokenizer truncates it)
+    csv.field_size_limit(sys.maxsize)
     try:
         with open(file, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f, fieldnames=spec.header, delimiter="\t", quoting=csv.QUOTE_NONE)
             rows = list(reader)
     except UnicodeDecodeError as err:
         raise TaskError(f"{file} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:  # e.g. a NUL byte
+        raise TaskError(f"{file} line {reader.line_num} cannot be read as TSV ({err})") from None
     if not rows:
         raise TaskError(f"{file} holds no examples")
     missing = [c for c in (*spec.text, spec.label) if c not in rows[0]]

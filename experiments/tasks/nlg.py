@@ -104,6 +104,10 @@ class NLGTask:
         """Refuse at once what would only fail after training: METEOR needs Java."""
         require_java()
 
+    def check_before_training(self, eval_sets: dict[str, list]):
+        """The decode split, read only when training ends, is read now: a bad file is refused before training."""
+        self.records(self.decode_split)
+
     # --- data ------------------------------------------------------------------------------------------------
 
     def records(self, split: str) -> list[Record]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -142,6 +143,7 @@ def _lora_pairs(file: Path, text: str):
 
 
 def csv_pairs(file: Path, text: str):
+    csv.field_size_limit(sys.maxsize)  # csv's default refuses a field over 128 KiB; a long text is still a text
     try:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except csv.Error as err:
