@@ -85,10 +85,11 @@ class GlueTask:
         if self.min_eval_examples < 2:
             return
         for split, items in eval_sets.items():
-            if len({e.label for e in items}) < 2:
+            labels = {e.label for e in items}
+            if len(labels) < 2:
                 raise TaskError(f"{self.name} {split}: {'/'.join(self.spec.metrics)} need at least 2 examples with "
-                                f"different labels, and its {len(items)} evaluated examples have "
-                                f"{len({e.label for e in items})}; raise trainer.eval_limit or fix the file")  # fmt: skip
+                                f"different labels; its {len(items)} evaluated examples have {len(labels)}: raise "
+                                "trainer.eval_limit or fix the file")  # fmt: skip
 
     def examples(self, split: str) -> list[Example]:
         file = self.dir / self.spec.folder / f"{split}.tsv"
