@@ -365,7 +365,10 @@ def test_peft_adapter_configs_with_unknown_fields_or_features_are_refused(tmp_pa
 
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
-    [(["trainer.lr_rate=1"], 1, "lr_rate"), ([*TINY, "method.r=0"], 2, "must be a positive integer")],
+    [
+        (["trainer.lr_rate=1"], 1, "lr_rate"),
+        ([*TINY, "task.data_dir=/nonexistent", "task.hub=false"], 2, "rte train not found"),
+    ],
 )
 def test_the_real_entry_point_prints_one_line_and_exits_non_zero(tmp_path, argv, code, message):
     done = subprocess.run([sys.executable, str(ROOT / "run.py"), *argv, f"trainer.output_dir={tmp_path}/o"],
