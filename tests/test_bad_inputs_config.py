@@ -82,13 +82,18 @@ UP_FRONT = [
                                         "trainer.adapter_alpha=8"], "a/adapter.safetensors stores its own alpha"),
     # the task's options, checked against their types
     ("E2E separator null", ["model=tiny_gpt2", "task=e2e", "task.format=official", "task.separator=null"],
-     "task.separator must be text, got None"),
+     "task.separator must be text (not empty), got None"),
     ("E2E separator a number", ["model=tiny_gpt2", "task=e2e", "task.format=official", "task.separator=5"],
-     "task.separator must be text, got 5"),
+     "task.separator must be text (not empty), got 5"),
     ("hub maybe", [*TINY, "task.hub=maybe"], "task.hub must be true or false, got 'maybe'"),
-    ("data_dir a number", [*TINY, "task.data_dir=3"], "task.data_dir must be text or null, got 3"),
+    ("data_dir a number", [*TINY, "task.data_dir=3"], "task.data_dir must be text (not empty) or null, got 3"),
     ("decode_limit true", ["model=tiny_gpt2", "task=e2e", "task.decode_limit=true"],
      "task.decode_limit must be an integer or null, got True"),
+    # empty text, as `key=$UNSET` gives it, was read as "not set": the untrained model evaluated, the default data
+    ("eval_adapter empty", [*TINY, "trainer.max_steps=0", "trainer.eval_adapter=''"],
+     "trainer.eval_adapter must be text (not empty) or null, got ''"),
+    ("init_adapter empty", [*TINY, "trainer.init_adapter=''"], "trainer.init_adapter must be text (not empty)"),
+    ("data_dir empty", [*TINY, "task.data_dir=''"], "task.data_dir must be text (not empty) or null, got ''"),
     # a model that cannot do the task
     ("BERT on E2E", ["model=tiny_bert", "task=e2e"], "task e2e generates text, which needs a decoder-only"),
     ("DeBERTa on E2E", ["model=tiny_deberta", "task=e2e"], "model type 'deberta-v2' is not one"),
@@ -224,3 +229,17 @@ def test_constant_predictions_give_an_undefined_correlation_in_one_line(caplog):
     assert all(np.isnan(v) for v in scores.values())
     assert [r.getMessage() for r in caplog.records] == ["stsb pearson/spearman undefined: the model predicts 2.0 "
                                                         "for all 3 examples"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("scoring", "message"),
+    [
+        ({"use_stemmer": "no"}, "task.scoring.use_stemmer must be one of true, false, got 'no'"),
+        ({"rouge_l": "rougeLSum"}, "task.scoring.rouge_l must be one of rougeL, rougeLsum, got 'rougeLSum'"),
+    ],
+)
+def test_samsum_scoring_values_are_refused_before_training_not_after(scoring, message):
+    """They reached rouge-score after training: a ValueError traceback, or a string read as true."""
+    with pytest.raises(TaskError) as err:
+        build_task({"name": "samsum", "scoring": scoring})
+    assert str(err.value) == message

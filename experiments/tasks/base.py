@@ -72,15 +72,17 @@ _TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str:
 
 def type_mismatch(value, hint) -> str | None:
     """What `value` should be if it does not match the annotation `hint` (exactly: True is no integer, 1.0 no
-    integer, but 1 is a number), else None; for the strict checks of configs.
+    integer, but 1 is a number; empty text is no text: `data_dir=$UNSET` must not mean the default), else None;
+    for the strict checks of configs.
 
-    >>> type_mismatch(True, int | None), type_mismatch(1, float), type_mismatch("no", bool)
-    ('an integer or null', None, 'true or false')
+    >>> type_mismatch(True, int | None), type_mismatch(1, float), type_mismatch("no", bool), type_mismatch("", str)
+    ('an integer or null', None, 'true or false', 'text (not empty)')
     """
     allowed = set(typing.get_args(hint) or (hint,))
-    if type(value) in allowed | ({int} if float in allowed else set()):
+    if type(value) in allowed | ({int} if float in allowed else set()) and value != "":
         return None
-    return " or ".join(name for kind, name in _TYPE_NAMES.items() if kind in allowed)
+    return " or ".join(_TYPE_NAMES[kind] + (" (not empty)" if kind is str else "") for kind in _TYPE_NAMES
+                       if kind in allowed)  # fmt: skip
 
 
 @dataclass(frozen=True)

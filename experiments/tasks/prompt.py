@@ -17,8 +17,9 @@ a missing file is one line that says where to get it.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora.files import write_text
@@ -52,6 +53,17 @@ def _mnli_prompt(ex) -> str:
     return f"Premise: {ex[0]}\nHypothesis: {ex[1]}\nDoes the premise entail the hypothesis? Answer:"
 
 
+def _choices(score: Callable, *names: str) -> dict[str, tuple]:
+    """The values each named setting of a metric function takes, from its annotations (a switch or a Literal),
+    so that `task.scoring` is checked when the task is built, not after training."""
+    hints = typing.get_type_hints(score)
+    return {n: (True, False) if hints[n] is bool else typing.get_args(hints[n]) for n in names}
+
+
+def _yaml(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 @dataclass(frozen=True)
 class PromptSpec:
     read: Callable[[Path, str], list]  # (folder, split) -> the split's examples, as the reader returns them
@@ -59,7 +71,7 @@ class PromptSpec:
     target: Callable[[object], str]
     score: Callable[..., dict]  # (generated texts, examples, **task.scoring) -> metric -> value
     splits: tuple[str, ...]
-    choices: tuple[str, ...] = ()  # the metric's settings `task.scoring` may name (SAMSum's ROUGE)
+    choices: dict[str, tuple] = field(default_factory=dict)  # `task.scoring`'s settings and their values (SAMSum's)
 
 
 SPECS = {
@@ -67,7 +79,7 @@ SPECS = {
                           ("train", "dev", "test")),
     "samsum": PromptSpec(read_samsum, _samsum_prompt, lambda ex: ex[2],
                          lambda texts, exs, **choices: samsum_rouge(texts, [ex[2] for ex in exs], **choices),
-                         ("train", "dev", "test"), ("use_stemmer", "rouge_l", "aggregate")),
+                         ("train", "dev", "test"), _choices(samsum_rouge, "use_stemmer", "rouge_l", "aggregate")),
     "mnli_gen": PromptSpec(read_mnli, _mnli_prompt, lambda ex: ex[2],
                            lambda texts, exs: {"accuracy": accuracy([label_from_text(t) for t in texts],
                                                                     [ex[2] for ex in exs])}, ("train", "dev")),
@@ -100,6 +112,10 @@ class PromptTask(NLGTask):
         if unknown:
             raise TaskError(f"task.scoring has no {', '.join(unknown)} for {name}; it takes "
                             f"{', '.join(self.prompt_spec.choices) or 'nothing'}")  # fmt: skip
+        for key, value in (scoring or {}).items():
+            allowed = self.prompt_spec.choices[key]
+            if type(value) is not type(allowed[0]) or value not in allowed:  # exact: 1 is not true
+                raise TaskError(f"task.scoring.{key} must be one of {', '.join(map(_yaml, allowed))}, got {value!r}")
         self.scoring = dict(scoring or {})
         # NLGTask's sequence machinery, official format: prompt (ending with its cue), a space, the target
         self.format, self.separator, self.hub, self.good_only = "official", "", False, False
