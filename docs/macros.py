@@ -64,12 +64,12 @@ def _model_row(name: str) -> str:
     return f"| `{name}` | {family} | {shape} | {weights} |"
 
 
-def _trainer_comments() -> dict[str, tuple[str, str]]:
-    """TrainerConfig's fields: name -> (default as written, the comment on its line)."""
-    source = (ROOT / "experiments" / "config.py").read_text()
+def _fields(file: str, cls: str) -> dict[str, tuple[str, str]]:
+    """A dataclass's fields as written: name -> (default, the comment on its line)."""
+    source = (ROOT / file).read_text()
     lines = source.splitlines()
     for node in ast.parse(source).body:
-        if isinstance(node, ast.ClassDef) and node.name == "TrainerConfig":
+        if isinstance(node, ast.ClassDef) and node.name == cls:
             fields = {}
             for item in node.body:
                 if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
@@ -77,7 +77,7 @@ def _trainer_comments() -> dict[str, tuple[str, str]]:
                     comment = line.split("#", 1)[1].strip() if "#" in line else ""
                     fields[item.target.id] = (ast.unparse(item.value) if item.value else "", comment)
             return fields
-    raise DocsError("experiments/config.py has no TrainerConfig")
+    raise DocsError(f"{file} has no class {cls}")
 
 
 def _dig(data, keys):
@@ -125,24 +125,53 @@ def define_env(env):
         from experiments.config import RANGES
 
         rows = ["| `trainer.` | default | allowed | what |", "|---|---|---|---|"]
-        for name, (default, comment) in _trainer_comments().items():
+        for name, (default, comment) in _fields("experiments/config.py", "TrainerConfig").items():
             allowed = RANGES[name][0] if name in RANGES else ""
             rows.append(f"| `{name}` | `{default}` | {_cell(allowed)} | {_cell(comment)} |")
         return "\n".join(rows)
 
     @env.macro
-    def methods(described: dict[str, str] | None = None) -> str:
-        """The registry's methods and the model families each applies to; `described` must name every one."""
+    def weight_types() -> str:
+        from lora import WEIGHT_TYPES
+
+        return ", ".join(WEIGHT_TYPES)
+
+    @env.macro
+    def families() -> str:
+        """`lora.FAMILIES`: each transformers model type and the weight types its table maps (the paper's names)."""
+        from lora import FAMILIES
+
+        def path(p):
+            return p if isinstance(p, str) else f"{p.path}[slice {p.index + 1} of {p.count}]"
+
+        rows = ["| `model_type` | family | weight type: module in a block |", "|---|---|---|"]
+        for model_type, fam in FAMILIES.items():
+            cells = "; ".join(f"{t}: `{', '.join(path(p) for p in ps)}`" for t, ps in fam.weights.items())
+            rows.append(f"| `{model_type}` | {fam.name} | {_cell(cells)} |")
+        return "\n".join(rows)
+
+    @env.macro
+    def lora_config() -> str:
+        """`lora.LoRAConfig`'s fields, defaults and comments, as `lora/config.py` has them."""
+        rows = ["| field | default | what |", "|---|---|---|"]
+        for name, (default, comment) in _fields("lora/config.py", "LoRAConfig").items():
+            rows.append(f"| `{name}` | `{default}` | {_cell(comment)} |")
+        return "\n".join(rows)
+
+    @env.macro
+    def methods() -> str:
+        """Every method of the registry: its config file's header, its options with defaults, where it applies."""
         from baselines.registry import ALL, METHODS
 
-        described = described or {}
-        missing = sorted(set(METHODS) ^ set(described))
-        if described and missing:
-            raise DocsError(f"the methods page and baselines/registry.py disagree on {missing}")
-        rows = ["| `method=` | what trains | applies to |", "|---|---|---|"]
+        if sorted(METHODS) != _names("method"):
+            raise DocsError(f"baselines/registry.py and conf/method/ disagree: {sorted(METHODS)} vs {_names('method')}")
+        rows = ["| `method=` | what it is | options (`method.KEY`, default) | applies to |", "|---|---|---|---|"]
         for name, method in METHODS.items():
+            file = CONF / "method" / f"{name}.yaml"
+            options = {k: v for k, v in (yaml.safe_load(file.read_text()) or {}).items() if k != "name"}
+            listed = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in options.items())
             where = "all families" if method.families == ALL else ", ".join(method.families)
-            rows.append(f"| `{name}` | {described.get(name, _header(CONF / 'method' / f'{name}.yaml'))} | {where} |")
+            rows.append(f"| `{name}` | {_header(file)} | {_cell(listed)} | {where} |")
         return "\n".join(rows)
 
     @env.macro
@@ -195,3 +224,24 @@ def define_env(env):
         if not listing:
             raise DocsError("experiments/runs.py's docstring no longer lists the run folder's files")
         return "```\n" + "\n".join(line[4:] for line in listing) + "\n```"
+
+    @env.macro
+    def test_files() -> str:
+        """The test files and how many test functions each holds."""
+        rows = ["| file | test functions |", "|---|---:|"]
+        for file in sorted((ROOT / "tests").rglob("test_*.py")):
+            n = len(re.findall(r"^\s*def test_", file.read_text(), re.M))
+            rows.append(f"| `{file.relative_to(ROOT)}` | {n} |")
+        return "\n".join(rows)
+
+    @env.macro
+    def golden_files() -> str:
+        """The golden files made by running an oracle, with the command and the oracle's commit each records."""
+        rows = ["| file | what it holds | made by |", "|---|---|---|"]
+        for file in sorted((ROOT / "tests" / "golden").glob("*.json")):
+            data = json.loads(file.read_text())
+            made = data["made_by"]
+            commit = made.get("released_commit") or made.get("wikisql_commit", "")
+            what = _cell(re.split(r"(?<=\.)\s|:", data.get("description", "") or "official verdicts", maxsplit=1)[0])
+            rows.append(f"| `{file.name}` | {what} | `{_cell(made['command'])}` @ {commit[:7]} |")
+        return "\n".join(rows)
