@@ -98,11 +98,10 @@ class Limits:
         for name, (low, high) in RANGES.items():
             value, kind = getattr(self, name), type(low)  # an int range takes integers only
             if isinstance(value, bool) or not isinstance(value, int | kind) or not low <= value <= high:
-                raise LoRAError(
-                    f"Limits.{name}={value!r}; give {kind.__name__.replace('int', 'an int')} from {low} to {high}"
-                )
+                raise LoRAError(f"Limits.{name}={value!r}; give {_KIND[kind]} from {low} to {high}")
 
 
+_KIND = {int: "an integer", float: "a number"}
 # Every limit's range: a zero or negative one would refuse everything or wait for ever, a huge one is a typo.
 RANGES = {
     "max_body": (1, 2**30),
@@ -346,6 +345,9 @@ class Server:
         self.stop()
 
 
+_LINGER_S, _LINGER_BYTES = 0.5, 1 << 20  # how long, and how much, a closing connection is read to its end
+
+
 class _DeadlineReader(io.RawIOBase):
     """A connection's input with one deadline for a whole request, however slowly its bytes come.
 
@@ -408,7 +410,6 @@ class _HTTPServer(ThreadingHTTPServer):
         if full:
             log.warning("refused a connection from %s: %d open already", client_address[0], self.max_connections)
             _refuse(request, HTTPStatus.SERVICE_UNAVAILABLE, "too many connections; try again later")
-            self.shutdown_request(request)
             return
         super().process_request(request, client_address)
 
@@ -426,6 +427,20 @@ class _HTTPServer(ThreadingHTTPServer):
             log.info("client %s left before its answer (%s)", client_address[0], type(err).__name__)
         else:
             log.exception("error on a connection from %s", client_address[0])
+
+    def shutdown_request(self, request):
+        """Close gently: after the answer, read what the client had sent past it (a refused request's
+        unread body), for a moment, until it closes too. Closing with unread bytes makes the kernel reset
+        the connection, and the client may then lose the answer it was sent (Apache's "lingering close")."""
+        with contextlib.suppress(OSError):
+            request.shutdown(socket.SHUT_WR)
+            end, left = time.monotonic() + _LINGER_S, _LINGER_BYTES
+            while left > 0 and (wait := end - time.monotonic()) > 0:
+                request.settimeout(wait)
+                if not (chunk := request.recv(65536)):
+                    break
+                left -= len(chunk)
+        self.close_request(request)
 
     def accept_waiting(self):
         """Connections the kernel took before the drain began are served too: take them off the listen queue."""
@@ -449,13 +464,19 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 def _refuse(sock: socket.socket, status: HTTPStatus, message: str):
-    """Answer on a connection no handler reads (the server is full), without waiting on the client."""
+    """Answer on a connection no handler will read (the server is full), without waiting on the client: this
+    runs in the accepting thread."""
     body = json.dumps({"error": message}).encode()
     head = f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
     head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     with contextlib.suppress(OSError):
-        sock.settimeout(0.5)
+        sock.settimeout(0.1)
         sock.sendall(head.encode() + body)
+        sock.shutdown(socket.SHUT_WR)
+        sock.setblocking(False)
+        while sock.recv(65536):  # what the client sent already: unread, it would reset the connection
+            pass
+    sock.close()
 
 
 def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
@@ -488,6 +509,7 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             self.requests += 1
+            self.requestline, self.command = "", ""  # as the standard library leaves them, should the line not come
             super().handle_one_request()  # on a read past the deadline: logs, and closes the connection
             if self.reader.expired and self.reader.received and not self.answered:
                 log.info("closed a connection from %s: its request did not arrive in time", self.client_address[0])
@@ -576,6 +598,7 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
             if code == HTTPStatus.NOT_IMPLEMENTED:
                 text += f"; this server answers GET /adapters, GET /stats and POST /{engine.task}"
             self.close_connection = True
+            self.request_version = self.protocol_version  # a line without a version is no HTTP/0.9 client: say why
             self._send(HTTPStatus(code), {"error": " ".join(text.split())})
 
         def log_message(self, format, *args):
@@ -671,9 +694,9 @@ def _number(kind: type, low: float, high: float):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {_KIND[kind]}") from None
         if not low <= value <= high:  # nan too
-            raise argparse.ArgumentTypeError(f"{text} is out of range; give {kind.__name__} from {low} to {high}")
+            raise argparse.ArgumentTypeError(f"{text} is out of range; give {_KIND[kind]} from {low} to {high}")
         return value
 
     return parse
