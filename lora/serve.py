@@ -181,6 +181,8 @@ class BatchRunner:
         text, adapter = body.get(key), body.get("adapter")
         if not isinstance(text, str) or not text:
             raise RequestError(HTTPStatus.BAD_REQUEST, f'"{key}" must be a non-empty string')
+        if not _is_unicode(text):  # JSON's "\ud800" escapes: a tokenizer may fail on them, or read them wrong
+            raise RequestError(HTTPStatus.BAD_REQUEST, f'"{key}" holds a lone surrogate (\\ud800-\\udfff); send text')
         if adapter is not None and (not isinstance(adapter, str) or adapter not in self.bank.names):
             known = ", ".join(self.bank.names)
             raise RequestError(HTTPStatus.NOT_FOUND, f"unknown adapter {adapter!r}; this server holds {known}")
@@ -516,6 +518,14 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 with contextlib.suppress(OSError):  # the slow client may be gone
                     self.send_error(HTTPStatus.REQUEST_TIMEOUT, "the request did not arrive in time")
 
+        def handle_expect_100(self) -> bool:
+            """Invite the body ("100 Continue") only if it will be read: a body too large gets its 413 at once,
+            before the client sends it."""
+            length = self.headers.get("Content-Length", "").strip()
+            if re.fullmatch(r"[0-9]{1,15}", length) and int(length) <= limits.max_body:
+                return super().handle_expect_100()
+            return True  # no invitation; `do_POST` refuses the request
+
         def do_GET(self):
             if self.headers.get("Content-Length", "0").strip() != "0" or "Transfer-Encoding" in self.headers:
                 self.close_connection = True  # a body this server does not read must not be taken for a request
@@ -612,13 +622,21 @@ def _json_object(raw: bytes) -> dict:
     json module keeps the last: which one a client meant is a guess)."""
     try:
         body = json.loads(raw, object_pairs_hook=_no_repeated_fields)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RequestError(HTTPStatus.BAD_REQUEST, f"body is not JSON ({err})") from None
+    except ValueError as err:  # not JSON, not UTF-8, or a number of more than 4300 digits (int's own limit)
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"body is not JSON this server reads ({err})") from None
     except RecursionError:
         raise RequestError(HTTPStatus.BAD_REQUEST, "body is not JSON this server reads (nested too deep)") from None
     if not isinstance(body, dict):
         raise RequestError(HTTPStatus.BAD_REQUEST, "body must be a JSON object")
     return body
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _no_repeated_fields(pairs: list[tuple[str, object]]) -> dict:

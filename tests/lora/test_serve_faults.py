@@ -212,6 +212,23 @@ def test_malformed_requests_are_one_json_line(server, data, status, message):
     assert_one_json_error(*exchange(server, data, end=True), status, message)
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"text": "a", "adapter": "a", "n": ' + b"1" * 5000 + b"}", "not JSON this server reads"),  # before: a 500
+        (b'{"text": "a\\ud800", "adapter": "a"}', "lone surrogate"),  # before: 200, the tokenizer's guess
+    ],
+)
+def test_bodies_json_reads_but_a_server_cannot_are_400(server, raw, message):
+    status, answer = post(server.url + "/classify", None, raw)
+    assert (status, message in answer["error"]) == (400, True), answer
+
+
+def test_a_body_too_large_is_refused_before_it_is_invited(server):
+    statuses, headers, body = exchange(server, request(b"", "Content-Length: 999999999", "Expect: 100-continue"))
+    assert_one_json_error(statuses, headers, body, 413, "at most 65536")  # before: "100 Continue", then 413
+
+
 def test_too_many_headers_is_431_json(server):
     statuses, headers, body = exchange(server, request(b"")[:-2] + b"".join(b"X-%d: y\r\n" % i for i in range(101)))
     assert_one_json_error(statuses, headers, body, 431, "Too many headers (got more than 100 headers)")
