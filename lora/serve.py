@@ -331,6 +331,8 @@ class Server:
     def stop(self):
         """Drain: stop accepting, answer every request begun (their connections then close), close idle
         connections, and return once every connection's thread and the batcher have finished."""
+        if self.httpd.draining:
+            return  # stopped already
         self.httpd.draining = True
         self.batcher.flush()
         if self.thread.is_alive():
