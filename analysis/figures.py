@@ -49,6 +49,7 @@ def phi_heatmaps(panels: dict[str, np.ndarray], out, title: str = "", xlabel: st
 
 
 MARKERS = "osD^vP*Xph"  # one shape per series, drawn open: points that coincide stay visible
+NUDGE = 0.008  # series i of n is drawn at x * 10**(NUDGE * (i - (n-1)/2)): ±3% for 8 series
 
 
 def score_vs_params(figure: dict, out) -> Path:
@@ -64,7 +65,7 @@ def score_vs_params(figure: dict, out) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     n = len(figure["series"])
     for i, (label, points) in enumerate(figure["series"].items()):
-        nudge = 10 ** (0.02 * (i - (n - 1) / 2))  # on the log axis: the same relative shift at every size
+        nudge = 10 ** (NUDGE * (i - (n - 1) / 2))  # on the log axis: the same relative shift at every size
         xs, ys = [p["trainable"] * nudge for p in points], [p["value"] for p in points]
         median = figure.get("aggregate", "").startswith("median")
         low = [p["value"] - p["min"] if median else p["std"] for p in points]
@@ -74,8 +75,13 @@ def score_vs_params(figure: dict, out) -> Path:
                     color=color, markerfacecolor="none", markeredgewidth=1.4, linewidth=1, label=label)  # fmt: skip
         for x, p in zip(xs, points, strict=True):
             ax.annotate(f"{p['size']} n={p['n']}" if p["size"] else f"n={p['n']}", (x, p["value"]),
-                        textcoords="offset points", xytext=(5, 4 + 7 * (i % 3)), fontsize=6, color=color)  # fmt: skip
+                        textcoords="offset points", xytext=(5, 4 + 8 * (i % 4)), fontsize=6, color=color)  # fmt: skip
     ax.set_xscale("log")
+    xs = [p["trainable"] for points in figure["series"].values() for p in points]
+    if xs and max(xs) / min(xs) < 10:  # a decade at least, so the nudge does not read as a size difference
+        middle = (max(xs) * min(xs)) ** 0.5
+        ax.set_xlim(min(middle / 10**0.5, min(xs) / 1.3), max(middle * 10**0.5, max(xs) * 1.3))
+    ax.margins(x=0.12, y=0.15)  # room for the annotations right of and above the outer points
     metric = figure["metric"].split("/")[-1] + (" x100" if figure["x100"] else "")
     kind = "decoded" if figure["metric"].startswith("decoded/") else "best dev"  # the GPT-3 tasks' cells
     subset = f" ({figure['subset']} dev examples)" if figure.get("subset") else ""
@@ -95,8 +101,10 @@ def caption(figure: dict) -> str:
     fixed = ", ".join(f"{k}={v}" for k, v in figure.get("fixed", {}).items()) or "none shared by all runs"
     bars = "bars: min to max" if figure.get("aggregate", "").startswith("median") else "bars: ± std"
     picked = " (the best step picked by the dev metric)" if figure["metric"].startswith("decoded/") else ""
+    n = len(figure["series"])
+    nudge = f"; series nudged sideways by up to ±{10 ** (NUDGE * (n - 1) / 2) - 1:.0%}" if n > 1 else ""
     return (f"{len(figure['runs'])} runs; each point: {figure.get('aggregate', 'mean')} of one configuration{picked}, "
-            f"{bars}; settings of all runs: {fixed}\ngroup: {figure['title']}")  # fmt: skip
+            f"{bars}{nudge}; settings of all runs: {fixed}\ngroup: {figure['title']}")  # fmt: skip
 
 
 def h3_curves(curves: dict[str, dict], out, title: str = "") -> Path:

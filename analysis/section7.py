@@ -212,8 +212,14 @@ def amplification_summary(rows: list[dict]) -> dict:
             "w_on_delta_over_w_on_w": _stats([r["w_on_delta"] / r["w_on_w"] for r in mine]),
             "w_on_delta_over_w_on_random": _stats([r["w_on_delta"] / r["w_on_random"] for r in mine]),
         }
+    out["verdicts"] = amplification_verdicts(out)
+    return out
+
+
+def amplification_verdicts(summary: dict) -> dict:
+    """Table 7's claims from `amplification_summary`'s per-type numbers, under `verdict`'s margin rule."""
     verdicts = {}
-    for t, s in out.items():
+    for t, s in ((t, s) for t, s in summary.items() if t != "verdicts"):
         verdicts[f"ΔW_{t} amplification well above 1 (> 2)"] = verdict(s["amplification"], 2.0)
         # "below half of W's top-r part": half against the ratio, so the claim is the larger side
         verdicts[f"ΔW_{t} is not along W's top directions (U^T W V^T below half of W's top-r part)"] = verdict(
@@ -222,8 +228,7 @@ def amplification_summary(rows: list[dict]) -> dict:
         verdicts[f"ΔW_{t} correlates with W more than a random matrix (ratio > 1)"] = verdict(
             s["w_on_delta_over_w_on_random"], 1.0
         )
-    out["verdicts"] = verdicts
-    return out
+    return verdicts
 
 
 def format_amplification(name: str, summary: dict) -> str:
