@@ -373,13 +373,24 @@ def rows_from_csv(file: Path) -> list[dict]:
         if isinstance(rank, str) and ":" in rank:  # per-type ranks, 'q:4,v:4': the config held a mapping
             rank = {k: int(v) for k, v in (kv.split(":") for kv in rank.split(","))}
         config = {key: row.get(column) for column, key in _CSV_CONFIG.items()}
-        config.update({k: json.loads(v) for k, v in row.items() if _is_config_column(k) and v is not None})
+        config.update({k: _json_cell(file, row, k) for k in row if _is_config_column(k) and row[k] is not None})
         config["method.r"] = rank
         config["method.targets"] = None if isinstance(rank, dict) or not row["targets"] else row["targets"].split(",")
         if not row.get("setting"):  # a runs.csv written before the column: what its columns say (no l_p, l_i)
             row["setting"] = setting({"name": row["method"], "r": rank, "targets": config["method.targets"]})
         row["_config"] = config
     return rows
+
+
+def _json_cell(file: Path, row: dict, column: str):
+    """A config column's value (`config_columns` writes JSON); a TablesError naming the cell if it is not."""
+    try:
+        return json.loads(row[column])
+    except ValueError:
+        raise TablesError(
+            f"{file}: run {row['run']}'s {column} is {row[column]!r}, not "
+            'a JSON value as analysis.tables writes it (e.g. "paper", with its quotes); fix the cell'
+        ) from None
 
 
 def _is_config_column(column: str) -> bool:
@@ -964,9 +975,7 @@ def main(argv=None):
     except TablesError as err:
         sys.stderr.write(f"error: {err}\n")
         sys.exit(2)
-    print(all_markdown(rows))
-    for line in _left_out(rows):
-        sys.stderr.write(line + "\n")
+    print(all_markdown(rows))  # its last lines: the notes on runs left out and folders skipped
     beside = args.runs_dir.parent if args.runs_dir.is_file() else args.runs_dir  # RUNS_DIR may be a runs.csv
     for f in save(rows, args.out or beside):
         print(f"saved {f}")

@@ -199,3 +199,14 @@ def test_the_section7_notebook_writes_nothing_when_there_is_nothing_to_compute(t
     runpy.run_path(str(HERE / "section7_subspace.py"))  # as a script: no kernel to start
     assert "Table 7 and H.3 need an r=8 or r=64 run" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()  # was an empty table7_h3.json ("{}")
+
+
+def test_the_tables_command_on_a_runs_csv_saves_beside_it_and_names_a_bad_cell(rows, tmp_path, capsys):
+    csv_file, *_ = tables.save(rows, tmp_path / "out")
+    tables.main([str(csv_file)])  # was: a folder made at the runs.csv's own path (FileExistsError)
+    assert (tmp_path / "out" / "runs-2.csv").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text(csv_file.read_text().replace('"""paper"""', "paper", 1))  # a hand-edited cell
+    with pytest.raises(SystemExit) as exit_:
+        tables.main([str(bad)])
+    assert exit_.value.code == 2 and "method.init is 'paper', not a JSON value" in capsys.readouterr().err
