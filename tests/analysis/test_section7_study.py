@@ -49,6 +49,10 @@ def test_collect_reads_every_run_of_the_fixture(tiny_runs):
     assert (r64["method"], r64["r"], r64["targets"], r64["seed"], r64["status"]) == ("lora", 64, "q,v", 1, "complete")
     # LoRA on q, v of 2 blocks of width 128 at r=64: 2 x 2 x 2 x 128 x 64 + the head (128 x 2 + 2)
     assert r64["trainable"] == 2 * 2 * 2 * 128 * 64 + 258 and r64["metric"] == "dev/accuracy"
+    # metrics.json says how much of the dev set was scored (trainer.eval_limit=16); the tables' headings say it
+    scored = json.loads((tiny_runs / "section7" / "r64-s1" / "metrics.json").read_text())["eval_examples"]["dev"]
+    assert scored["used"] == 16 and scored["of"] > 16 and r64["dev_examples"] == f"16 of {scored['of']}"
+    assert f"dev/accuracy, 16 of {scored['of']}" in tables.all_markdown(rows)
     t6 = tables.table6(rows)
     qv = next(r for r in t6 if r["weight_type"] == "W_q, W_v")
     assert qv["r=64"]["ours"]["n"] == 2 and qv["r=64"]["paper_mnli"] == 91.4
