@@ -120,6 +120,7 @@ class _Run:
     state: dict = field(default_factory=dict)
     wandb_run: object = None
     scalars: ScalarLog | None = None  # the main process's per-step scalars (CSV, TensorBoard, wandb)
+    eval_examples: dict = field(default_factory=dict)  # split -> {"used": n, "of": the split's size}
 
 
 def _train(cfg: dict, engine: engines.Engine) -> dict:
@@ -173,7 +174,8 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     task = build_task(cfg["task"])
     task.preflight()
     train_set = task.examples("train")[: t["train_limit"]] if t["max_steps"] != 0 else []
-    eval_sets = {s: task.examples(s)[: t["eval_limit"]] for s in task.eval_splits}
+    whole = {s: task.examples(s) for s in task.eval_splits}
+    eval_sets = {s: examples[: t["eval_limit"]] for s, examples in whole.items()}
     tokenizer = load_tokenizer(cfg["model"])
     rebuild = functools.partial(_model_for, cfg, task, tokenizer)
     model = rebuild()
@@ -189,6 +191,8 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     model = engine.prepare(model, _param_groups(model, t["weight_decay"]), t["lr"], warmup, total)
     r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, counts, total, per_epoch, special,
              rebuild)  # fmt: skip
+    # metrics.json says how much of each split was scored: a table heads a subset "dev accuracy, 64 of 872"
+    r.eval_examples = {s: {"used": len(eval_sets[s]), "of": len(whole[s])} for s in whole}
     r.state = {"step": 0, "epoch": 0, "batch": 0, "evals": [], "best": None, "loss": None, "train_seconds": 0.0}
     if checkpoint is not None:
         r.state = checkpoints.restore(checkpoint, engine)
@@ -431,6 +435,7 @@ def _finish(r: _Run, model, started: float) -> dict:
         "final": state["evals"][-1] if state["evals"] else {},
         "best": state["best"],
         "evals": state["evals"],
+        "eval_examples": r.eval_examples,
         **last_word,
         "steps": state["step"],
         "last_loss": state["loss"],
