@@ -253,3 +253,31 @@ def define_env(env):
             what = _cell(re.split(r"(?<=\.)\s|:", data.get("description", "") or "official verdicts", maxsplit=1)[0])
             rows.append(f"| `{file.name}` | {what} | `{_cell(made['command'])}` @ {commit[:7]} |")
         return "\n".join(rows)
+
+    @env.macro
+    def verdicts(*folders: str) -> str:
+        """Section 7's verdicts side by side, one column per committed findings.json (`analysis.section7`'s rule)."""
+        found = [json.loads((ROOT / f / "findings.json").read_text()) for f in folders]
+
+        def claims(data):
+            out = {}
+            for name, part in data.items():
+                if isinstance(part, dict) and "verdicts" in part:
+                    prefix = "" if name == "subspace" else f"{name}: "
+                    out.update({prefix + claim: v for claim, v in part["verdicts"].items()})
+            return out
+
+        tables = [claims(d) for d in found]
+        heads = " | ".join(f"`{Path(f).name}`" for f in folders)
+        rows = [f"| claim | {heads} |", "|---|" + "---|" * len(folders)]
+        for claim in tables[0]:
+            cells = []
+            for table in tables:
+                v = table.get(claim)
+                cells.append(
+                    ""
+                    if v is None
+                    else f"{v['verdict']} ({v['median']:.3g} against {v['than']:.3g}; gap needed {v['needed']:.3g})"
+                )
+            rows.append(f"| {_cell(claim)} | " + " | ".join(cells) + " |")
+        return "\n".join(rows)
