@@ -90,7 +90,8 @@ def load_loralib(
     state = unprefixed(read_checkpoint(file), set(base) | set(type_of))
     modules = sorted(k.removesuffix(".lora_A") for k in state if k.endswith(".lora_A"))
     if not modules:
-        raise LoRAError(f"{file} holds no loralib LoRA matrices (keys ending in .lora_A)")
+        raise LoRAError(f"{file} holds {len(state)} tensors but no loralib LoRA matrices (keys ending in .lora_A); "
+                        "a model fine-tuned whole is loaded with load_state_dict, not as an adapter")  # fmt: skip
     ranks, tensors, layers = {}, {}, set()
     for module in modules:
         A, B = state.pop(f"{module}.lora_A"), state.pop(f"{module}.lora_B", None)

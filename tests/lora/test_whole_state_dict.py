@@ -2,6 +2,7 @@
 the wrappers and prefixes training scripts put around them, PEFT's bias="all" with a classifier, damaged
 adapter_config.json files, and save paths that cannot hold a file."""
 
+import copy
 import json
 import logging
 import os
@@ -9,7 +10,8 @@ import os
 import pytest
 import torch
 from conftest import batch, logits, tiny
-from safetensors.torch import save_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from test_loralib_format import ALPHA, encoder_with_linear, gpt2_with_merged_linear
 
 import lora
@@ -179,3 +181,58 @@ def test_saving_where_no_file_can_be_is_one_line_and_leaves_the_blocker(adapted,
     with pytest.raises(LoRAError, match=r"cannot write .*ok.safetensors: Permission denied; choose another path"):
         lora.save(adapted, tmp_path / "ok.safetensors")
     assert not os.path.exists(tmp_path / "ok.safetensors")
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from lora.peft_format import _READ  # noqa: E402
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@pytest.fixture(scope="module")
+def peft_written(tmp_path_factory):
+    """A PEFT folder as PEFT writes it: no config of ours in the weights' header, so every field is read."""
+    folder = tmp_path_factory.mktemp("peft")
+    lora.save(lora.apply(tiny("bert"), lora.LoRAConfig(r=2, alpha=4, targets=("q", "v"))), folder, format="peft")
+    save_file(load_file(folder / "adapter_model.safetensors"), folder / "adapter_model.safetensors")
+    return folder, json.loads((folder / "adapter_config.json").read_text()), tiny("bert")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(changes=st.dictionaries(st.sampled_from(sorted(_READ)), JSON, min_size=1, max_size=3))
+def test_every_field_peft_reads_fuzzed_with_any_json_is_loaded_or_one_line(peft_written, changes):
+    folder, config, model = peft_written
+    (folder / "adapter_config.json").write_text(json.dumps({**config, **changes}))
+    try:
+        lora.load(copy.deepcopy(model), folder)
+    except LoRAError as err:
+        assert "\n" not in str(err)
+
+
+@pytest.mark.parametrize("damage", ["nan", "inf", "int8"])
+def test_an_adapter_with_non_finite_or_integer_weights_is_refused_in_every_format(damage, adapted, tmp_path):
+    """NaN from a diverged run made every output NaN, silently; int8 (quantized) weights were cast silently."""
+
+    def damaged(t: torch.Tensor) -> torch.Tensor:
+        return t.to(torch.int8) if damage == "int8" else t.clone().fill_(float(damage))
+
+    ours = lora.save(adapted, tmp_path / "ours.safetensors")
+    tensors = load_file(ours)
+    key = next(k for k in tensors if ".lora_B." in k)
+    with safe_open(ours, "pt") as f:
+        save_file({**tensors, key: damaged(tensors[key])}, ours, metadata=f.metadata())
+    says = "holds torch.int8 values, not floating-point" if damage == "int8" else "holds NaN or infinite values"
+    with pytest.raises(LoRAError, match=f"{key} {says}"):
+        lora.load(tiny("bert"), ours)
+    _, lora_only = gpt2_with_merged_linear(tiny("gpt2"), r=4)
+    state = dict(lora_only["model_state_dict"])
+    state["module.transformer.h.0.attn.c_attn.lora_A"] = damaged(state["module.transformer.h.0.attn.c_attn.lora_A"])
+    torch.save(state, tmp_path / "loralib.pt")
+    with pytest.raises(LoRAError, match=f"transformer.h.0.attn.c_attn.lora_A.q {says}"):
+        lora.load_loralib(tiny("gpt2"), tmp_path / "loralib.pt", alpha=ALPHA)
