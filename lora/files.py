@@ -103,6 +103,8 @@ _PATH_ERRNOS = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.E
 @contextmanager
 def writing(file: Path):
     """`atomic_path` of `file` after making its folder; a path that cannot hold the file is one `LoRAError`."""
+    if "\0" in str(file):  # the OS's ValueError would name neither the file nor the fix
+        raise LoRAError(f"cannot write {str(file)!r}: a path cannot hold a NUL character; choose another path")
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(file) as tmp:

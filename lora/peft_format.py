@@ -18,10 +18,12 @@ from torch import nn
 from .config import LoRAConfig, LoRAError
 from .families import family_of
 from .files import read_safetensors, write_safetensors, write_text
+from .loralib_format import read_checkpoint
 from .model import lora_layers
 from .state import attach, base_model_name, check_model_type, config_from_meta, config_of, load_tensors, trainable_state
 
 WEIGHTS = "adapter_model.safetensors"
+PICKLED = "adapter_model.bin"
 CONFIG = "adapter_config.json"
 PREFIX = "base_model.model."
 
@@ -105,9 +107,12 @@ def load_peft(model: nn.Module, folder: Path) -> nn.Module:
         raise LoRAError(f"{folder / CONFIG} is not a readable JSON file ({err})") from None
     _check_types(cfg, folder / CONFIG)
     _check_supported(cfg, folder / CONFIG)
-    if not (folder / WEIGHTS).exists():
-        raise LoRAError(f"{folder} has no {WEIGHTS} (pickled .bin adapters are not loaded, for safety)")
-    tensors, meta = read_safetensors(folder / WEIGHTS)
+    if (folder / WEIGHTS).exists():
+        tensors, meta = read_safetensors(folder / WEIGHTS)
+    elif (folder / PICKLED).exists():  # PEFT's safe_serialization=False; read as plain tensors only, as PEFT does
+        tensors, meta = read_checkpoint(folder / PICKLED), {}
+    else:
+        raise LoRAError(f"{folder} has {CONFIG} but neither {WEIGHTS} nor {PICKLED}; copy the adapter's weights too")
     if "lora_config" in meta:
         check_model_type(model, meta.get("model_type", ""), str(cfg.get("base_model_name_or_path")), folder)
         config = config_from_meta(meta, folder / WEIGHTS)

@@ -236,3 +236,26 @@ def test_an_adapter_with_non_finite_or_integer_weights_is_refused_in_every_forma
     torch.save(state, tmp_path / "loralib.pt")
     with pytest.raises(LoRAError, match=f"transformer.h.0.attn.c_attn.lora_A.q {says}"):
         lora.load_loralib(tiny("gpt2"), tmp_path / "loralib.pt", alpha=ALPHA)
+
+
+def test_peft_adapter_saved_as_a_pickle_loads_as_peft_loads_it(tmp_path):
+    """PEFT's save_pretrained(safe_serialization=False) writes adapter_model.bin, which PEFT loads; read as plain
+    tensors only (weights_only), as every pickle here."""
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(tiny("llama"), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in (p for p in model.parameters() if p.requires_grad):
+            p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    model.save_pretrained(tmp_path, safe_serialization=False)
+    assert (tmp_path / "adapter_model.bin").exists() and not (tmp_path / "adapter_model.safetensors").exists()
+    ours = lora.load(tiny("llama"), tmp_path).eval()
+    torch.testing.assert_close(logits(ours, batch()), logits(model.eval(), batch()), atol=1e-5, rtol=1e-5)
+    (tmp_path / "adapter_model.bin").unlink()
+    with pytest.raises(LoRAError, match="has adapter_config.json but neither adapter_model.safetensors nor .*bin"):
+        lora.load(tiny("llama"), tmp_path)
+
+
+def test_a_path_with_a_nul_character_is_one_line(adapted, tmp_path):
+    with pytest.raises(LoRAError, match="a path cannot hold a NUL character"):
+        lora.save(adapted, tmp_path / "a\0b.safetensors")
