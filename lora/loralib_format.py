@@ -19,6 +19,7 @@ refuses anything but tensors and plain containers; or safetensors files.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -81,14 +82,19 @@ def load_loralib(
     LoRAError line names the first that does not. `microsoft_deberta`: a DeBERTa-v2 model projects its
     relative positions as microsoft's code does (`microsoft_deberta_positions`), as its checkpoints were trained.
     """
-    if not alpha or alpha <= 0:
-        raise LoRAError("a loralib checkpoint does not store alpha: give the alpha its training script used")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < math.inf:
+        raise LoRAError(f"a loralib checkpoint does not store alpha: give the positive number its training script "
+                        f"used (got {alpha!r})")  # fmt: skip
     file = Path(file)
     family = family_of(model)
     type_of = family.find(model, family.weight_types())
     base = plain_tensors(model)
     state = unprefixed(read_checkpoint(file), set(base) | set(type_of))
     modules = sorted(k.removesuffix(".lora_A") for k in state if k.endswith(".lora_A"))
+    if not modules and any(".lora_A." in k for k in state):
+        raise LoRAError(
+            f"{file} is an adapter in this library's or PEFT's layout, not loralib's: load it with lora.load"
+        )
     if not modules:
         raise LoRAError(f"{file} holds {len(state)} tensors but no loralib LoRA matrices (keys ending in .lora_A); "
                         "a model fine-tuned whole is loaded with load_state_dict, not as an adapter")  # fmt: skip

@@ -259,3 +259,18 @@ def test_peft_adapter_saved_as_a_pickle_loads_as_peft_loads_it(tmp_path):
 def test_a_path_with_a_nul_character_is_one_line(adapted, tmp_path):
     with pytest.raises(LoRAError, match="a path cannot hold a NUL character"):
         lora.save(adapted, tmp_path / "a\0b.safetensors")
+
+
+@pytest.mark.parametrize("alpha", ["16", float("nan"), float("inf"), True, -1])
+def test_load_loralib_with_an_alpha_that_is_not_a_positive_number_is_one_line(alpha, tmp_path):
+    _, lora_only = gpt2_with_merged_linear(tiny("gpt2"), r=4)
+    torch.save(lora_only, tmp_path / "a.pt")
+    with pytest.raises(LoRAError, match=f"give the positive number its training script used \\(got {alpha!r}\\)"):
+        lora.load_loralib(tiny("gpt2"), tmp_path / "a.pt", alpha=alpha)
+
+
+def test_our_adapter_given_to_load_loralib_says_to_use_lora_load(adapted, tmp_path):
+    with pytest.raises(
+        LoRAError, match="an adapter in this library's or PEFT's layout, not loralib's: load it with lora.load"
+    ):
+        lora.load_loralib(tiny("bert"), lora.save(adapted, tmp_path / "ours.safetensors"), alpha=ALPHA)
