@@ -22,9 +22,9 @@ N_CTX = 16  # the causal mask's size in the tiny checkpoint (1024 in microsoft's
 
 @pytest.fixture(scope="module")
 def microsoft_gpt2():
-    """(reference model with loralib's MergedLinear, its whole state dict as microsoft's gpt2_ft.py saves it last)."""
+    """(logits of a GPT-2 with loralib's MergedLinear, its whole state dict as microsoft's gpt2_ft.py saves it last)."""
     reference, _ = gpt2_with_merged_linear(tiny("gpt2"), r=4)
-    return reference, microsofts_layout(reference.state_dict())
+    return logits(reference, batch()), microsofts_layout(reference.state_dict())
 
 
 def microsofts_layout(state: dict) -> dict:
@@ -45,8 +45,8 @@ def test_microsofts_end_of_training_checkpoint_loads_its_lora_and_says_what_it_t
     torch.save(whole, tmp_path / "model.26289.pt")
     with caplog.at_level(logging.WARNING, logger="lora"):
         ours = lora.load_loralib(tiny("gpt2"), tmp_path / "model.26289.pt", alpha=ALPHA).eval()
-    torch.testing.assert_close(logits(ours, batch()), logits(reference, batch()), atol=1e-5, rtol=1e-5)
-    assert (logits(ours, batch()) - logits(tiny("gpt2"), batch())).abs().max() > 1e-3  # the LoRA was taken
+    torch.testing.assert_close(logits(ours, batch()), reference, atol=1e-5, rtol=1e-5)
+    assert (reference - logits(tiny("gpt2"), batch())).abs().max() > 1e-3  # the LoRA matters
     assert "whole state dict: took its 4 LoRA matrices and 0 head tensors; its other 29 tensors equal the model " \
            "given's (2 computed buffers such as transformer.h.0.attn.bias not compared)" in caplog.text  # fmt: skip
 
@@ -68,7 +68,7 @@ def test_wrappers_prefixes_and_half_precision_of_a_whole_state_dict_load_the_sam
     torch.save(_wrapped(whole, layout), tmp_path / "last.ckpt.pt")
     ours = lora.load_loralib(tiny("gpt2"), tmp_path / "last.ckpt.pt", alpha=ALPHA).eval()
     tolerance = 2e-3 if layout == "fp16" else 1e-5  # fp16 LoRA matrices, rounded; the base equal up to rounding
-    torch.testing.assert_close(logits(ours, batch()), logits(reference, batch()), atol=tolerance, rtol=tolerance)
+    torch.testing.assert_close(logits(ours, batch()), reference, atol=tolerance, rtol=tolerance)
 
 
 @pytest.mark.parametrize("name", ["pytorch_model.bin", "model.safetensors"])
