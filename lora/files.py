@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .config import LoRAError
@@ -53,10 +53,9 @@ class atomic_path:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
-            writer_failed = issubclass(exc_type, RuntimeError | SafetensorError)
-            full = writer_failed and shutil.disk_usage(self.file.parent).free < 1 << 20
+            full = issubclass(exc_type, RuntimeError) and shutil.disk_usage(self.file.parent).free < 1 << 20
             os.unlink(self.tmp)
-            if full:  # torch.save says only "basic_ios::clear" or "PytorchStreamWriter failed", safetensors "I/O error"
+            if full:  # torch.save says only "basic_ios::clear" or "PytorchStreamWriter failed" on a full disk
                 why = str(exc).splitlines()[0] if str(exc) else exc_type.__name__
                 raise OSError(errno.ENOSPC, f"No space left on device ({why})", str(self.file)) from None
             return False

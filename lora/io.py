@@ -18,7 +18,6 @@ from torch import nn
 from .config import LoRAError
 from .files import read_safetensors, write_safetensors, write_text
 from .loralib_format import MICROSOFT_DEBERTA_ATTR, microsoft_deberta_positions
-from .peft_format import CONFIG as PEFT_CONFIG
 from .peft_format import load_peft, save_peft
 from .state import attach, base_model_name, check_model_type, config_from_meta, config_of, load_tensors, trainable_state
 
@@ -74,7 +73,7 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     path = Path(path)
     if not path.exists():
         raise LoRAError(f"no adapter at {path}: give an adapter .safetensors file or the folder holding it")
-    if path.is_dir() and (path / PEFT_CONFIG).exists():
+    if path.is_dir() and (path / "adapter_config.json").exists():
         return load_peft(model, path)
     file = _adapter_file(path)
     tensors, meta = read_safetensors(file)
@@ -105,7 +104,7 @@ def _adapter_file(path: Path) -> Path:
 def _what_else(file: Path, tensors: dict) -> str:
     """What an adapter-like safetensors file without our header is, and how to load it."""
     if any(k.endswith((".lora_A.weight", ".lora_embedding_A")) for k in tensors):
-        return f"it is PEFT's adapter weights; give lora.load the folder holding it and its {PEFT_CONFIG}"
+        return "it is PEFT's adapter weights; give lora.load the folder holding it and its adapter_config.json"
     if any(k.endswith(".lora_A") for k in tensors):
         return (
             "it is a loralib state dict (microsoft/LoRA's layers, saved whole by the HF Trainer): read it with "

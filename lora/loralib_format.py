@@ -141,6 +141,42 @@ def load_loralib(
     return model
 
 
+def microsoft_deberta_positions(model: nn.Module) -> nn.Module:
+    """With ``share_att_key``, DeBERTa-v2 projects the relative-position embeddings with W_q and W_k too.
+    microsoft/LoRA's model does the query's projection with W0 alone (``nn.Linear.forward(self.query_proj,
+    rel_embeddings)``, its loralib layers never merged), transformers' (and PEFT's, and ours by default) with
+    W0 + ΔW: 28% of the LoRA effect on a tiny model of that shape. This makes every attention block of `model`
+    do as microsoft's; merging is then refused, since a merged W0 would carry ΔW into the positions."""
+    from .layer import LoRALayer
+
+    for module in model.modules():
+        layer = getattr(module, "query_proj", None)
+        if not getattr(module, "share_att_key", False) or not isinstance(layer, LoRALayer):
+            continue
+        if layer.merged:
+            raise LoRAError("microsoft's DeBERTa position projection needs W0 apart: unmerge the model first")
+
+        def bias(*args, _module=module, _original=module.disentangled_attention_bias, _layer=layer, **kwargs):
+            _module.query_proj = _layer.base  # W0 alone, for the relative positions only
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                _module.query_proj = _layer
+
+        module.disentangled_attention_bias = bias
+        setattr(model, MICROSOFT_DEBERTA_ATTR, True)  # lora.save records it, lora.load applies it again
+        layer.merge_refused = (
+            "this DeBERTa model projects its relative positions with W0 alone (microsoft_deberta_positions); "
+            "merging would fold ΔW into them: evaluate it unmerged"
+        )
+    return model
+
+
+def _block(module: str, blocks: str) -> int | None:
+    head, _, rest = module.partition(f"{blocks}.")
+    return int(rest.split(".", 1)[0]) if rest and rest.split(".", 1)[0].isdigit() else None
+
+
 # microsoft/LoRA's GPT-2 (examples/NLG/src/model.py) calls its output layer, tied to wte, lm_head.decoder.
 ALIASES = {"lm_head.decoder.weight": "lm_head.weight"}
 # Buffers a model computes from its config, which older code (microsoft's GPT-2: each block's causal mask
@@ -211,39 +247,3 @@ def _gap(saved: torch.Tensor, ours: torch.Tensor) -> float | None:
         return None if gap == 0 else gap
     eps = max(torch.finfo(saved.dtype).eps, torch.finfo(ours.dtype).eps)
     return None if gap <= eps * max(1.0, float(b.abs().max())) else gap
-
-
-def microsoft_deberta_positions(model: nn.Module) -> nn.Module:
-    """With ``share_att_key``, DeBERTa-v2 projects the relative-position embeddings with W_q and W_k too.
-    microsoft/LoRA's model does the query's projection with W0 alone (``nn.Linear.forward(self.query_proj,
-    rel_embeddings)``, its loralib layers never merged), transformers' (and PEFT's, and ours by default) with
-    W0 + ΔW: 28% of the LoRA effect on a tiny model of that shape. This makes every attention block of `model`
-    do as microsoft's; merging is then refused, since a merged W0 would carry ΔW into the positions."""
-    from .layer import LoRALayer
-
-    for module in model.modules():
-        layer = getattr(module, "query_proj", None)
-        if not getattr(module, "share_att_key", False) or not isinstance(layer, LoRALayer):
-            continue
-        if layer.merged:
-            raise LoRAError("microsoft's DeBERTa position projection needs W0 apart: unmerge the model first")
-
-        def bias(*args, _module=module, _original=module.disentangled_attention_bias, _layer=layer, **kwargs):
-            _module.query_proj = _layer.base  # W0 alone, for the relative positions only
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                _module.query_proj = _layer
-
-        module.disentangled_attention_bias = bias
-        setattr(model, MICROSOFT_DEBERTA_ATTR, True)  # lora.save records it, lora.load applies it again
-        layer.merge_refused = (
-            "this DeBERTa model projects its relative positions with W0 alone (microsoft_deberta_positions); "
-            "merging would fold ΔW into them: evaluate it unmerged"
-        )
-    return model
-
-
-def _block(module: str, blocks: str) -> int | None:
-    head, _, rest = module.partition(f"{blocks}.")
-    return int(rest.split(".", 1)[0]) if rest and rest.split(".", 1)[0].isdigit() else None
