@@ -12,6 +12,7 @@ import errno
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -85,17 +86,42 @@ def is_temporary(path: Path) -> bool:
 
 
 def write_text(text: str, file: Path):
-    file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(file) as tmp, open(tmp, "w") as f:
+    with writing(Path(file)) as tmp, open(tmp, "w") as f:
         f.write(text)
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], file: Path):
-    file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(file) as tmp:
+    with writing(Path(file)) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", **metadata})
+
+
+# Errors that say the path cannot hold a file (a file where a folder must be, a folder where the file must be,
+# no permission, a read-only file system, a name too long), as against a disk that fails or fills.
+_PATH_ERRNOS = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG}
+
+
+@contextmanager
+def writing(file: Path):
+    """`atomic_path` of `file` after making its folder; a path that cannot hold the file is one `LoRAError`."""
+    if "\0" in str(file):  # the OS's ValueError would name neither the file nor the fix
+        raise LoRAError(f"cannot write {str(file)!r}: a path cannot hold a NUL character; choose another path")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(file) as tmp:
+            yield tmp
+    except OSError as err:
+        if err.errno not in _PATH_ERRNOS:
+            raise
+        raise LoRAError(f"cannot write {file}: {_why_unwritable(file, err)}; choose another path") from None
+
+
+def _why_unwritable(file: Path, err: OSError) -> str:
+    if err.errno == errno.ENAMETOOLONG:
+        return "a name in it is longer than the file system allows"
+    if file.is_dir():
+        return "it is a folder"
+    blocker = next((p for p in file.parents if p.exists() and not p.is_dir()), None)
+    return f"{blocker} is a file, not a folder" if blocker else (err.strerror or type(err).__name__)
 
 
 def read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
