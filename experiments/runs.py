@@ -62,8 +62,9 @@ SCALARS_FILE, TENSORBOARD_DIR = "scalars.csv", "tensorboard"
 DAMAGED_DIR = "damaged-checkpoints"
 CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "state.json")
 
-# May change between a run and its resume. The data's place may too: its files are checked (`check_data`).
-IGNORED_KEYS = ("trainer.resume", "trainer.stop_after", "logger.", "task.data_dir")
+# May change between a run and its resume; so may where the run folder is (moved to other storage) and where
+# its data is: the data's files are checked (`RunFolder.check_data`).
+IGNORED_KEYS = ("trainer.resume", "trainer.stop_after", "logger.", "trainer.output_dir", "task.data_dir")
 
 
 class RunError(ValueError):
