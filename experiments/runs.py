@@ -232,7 +232,8 @@ class RunFolder:
         """Refuse to go on with a run folder removed or replaced while the run writes it, or that lost a file the
         run wrote: a later write would make a new, empty folder, and a metrics.json there would claim files
         that are gone."""
-        if _identity(self.path) != getattr(self, "_identity", None):
+        claimed = getattr(self, "_identity", None)  # set by `open`; a folder only read or tested has none
+        if claimed is not None and _identity(self.path) != claimed:
             raise RunError(f"the run folder {self.path} was removed or replaced while the run wrote it; the run is "
                            "not done: start it again in a new trainer.output_dir")  # fmt: skip
         missing = [f.name for f in (self.path / CONFIG_FILE, *files) if not f.is_file()]

@@ -76,6 +76,8 @@ def read_data(path: str | Path, hint: str = "") -> str:
     """The text of a task's data file (`lora.files.read_text`'s one-line errors, as `TaskError`). Every reader
     of every task reads its files through here, so a run can say which files it read (`recording_reads`)."""
     file = Path(path)
+    if file.exists() and not file.is_file() and not file.is_dir():  # /dev/zero would be read for ever
+        raise TaskError(f"{file} is not a regular file (a device, a pipe, a socket); give the data file itself")
     text = read_text(file, TaskError, hint=hint)
     reads = _reads.get()
     if reads is not None:

@@ -9,6 +9,7 @@ import atexit
 import errno
 import hashlib
 import json
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -22,8 +23,8 @@ import experiments.train
 from experiments import decode
 from experiments.cli import USER_ERRORS, check_config, compose
 from experiments.paths import data_dir
-from experiments.runs import RunError
-from experiments.tasks import build_task
+from experiments.runs import RunError, ScalarLog
+from experiments.tasks import TaskError, build_task
 from experiments.train import run
 
 TINY = ["model=tiny_bert", "task=rte", "trainer.max_steps=2", "trainer.train_limit=16", "trainer.eval_limit=8",
@@ -141,6 +142,34 @@ def _rewrite_checkpoint_file(file: Path, text: str):
     marker.write_text(json.dumps(sums))
 
 
+def test_a_run_folder_moved_to_other_storage_resumes_there(partial, data, tmp_path, monkeypatch):
+    moved = Path(shutil.copytree(partial, tmp_path / "scratch" / "run"))  # its config.yaml names the old place
+    monkeypatch.setenv("LORA_DATA_DIR", str(data.parent))
+    code, line = resume(moved)
+    assert code == 0, line
+    assert json.loads((moved / "metrics.json").read_text())["steps"] == 4
+
+
+def test_a_checkpoint_of_older_code_without_a_fingerprint_resumes_with_a_warning(stopped, data, monkeypatch, capfd):
+    state = stopped / "checkpoints" / "step-0000002" / "state.json"
+    saved = json.loads(state.read_text())
+    del saved["data"]
+    _rewrite_checkpoint_file(state, json.dumps(saved))
+    monkeypatch.setenv("LORA_DATA_DIR", str(data.parent))
+    code, line = resume(stopped)
+    assert code == 0, line
+    err = capfd.readouterr().err
+    assert "records no data fingerprint (older code): the data it was trained on is not checked" in err
+
+
+def test_a_data_file_that_is_a_pipe_is_refused_not_read_for_ever(tmp_path):
+    glue = rte_files(tmp_path / "glue")
+    (glue / "RTE" / "train.tsv").unlink()
+    os.mkfifo(glue / "RTE" / "train.tsv")  # or a link to /dev/zero: reading either never ends
+    with pytest.raises(TaskError, match="train.tsv is not a regular file"):
+        build_task({"name": "rte", "data_dir": str(glue)}).examples("train")
+
+
 def test_metrics_json_records_every_file_the_run_read(finished, data):
     recorded = json.loads((finished / "metrics.json").read_text())["data"]
     assert recorded["root"] == str(data)
@@ -255,6 +284,15 @@ def test_a_full_disk_under_tensorboard_is_one_line_and_leaves_no_writer_behind(t
     assert (threading.active_count(), atexit._ncallbacks()) == (threads, exit_hooks)  # nothing to fail at exit
 
 
+def test_tensorboard_files_of_a_stop_and_its_resume_in_the_same_second_are_both_kept(tmp_path):
+    pytest.importorskip("tensorboardX")
+    for step in (0, 2):  # a run stopped and resumed at once (in one process: a sweep, a test)
+        scalars = ScalarLog(tmp_path, step)
+        scalars.log(step + 1, {"train/loss": 1.0})
+        scalars.close()
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 2
+
+
 def test_a_log_file_that_cannot_be_written_is_said_once(tmp_path, monkeypatch, capfd):
     import logging
 
@@ -309,7 +347,7 @@ def test_a_run_whose_files_vanish_before_the_end_is_never_done(tmp_path, monkeyp
 # --- decodes stay in their run folder -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["/tmp/elsewhere", "../../escaped", "a/b", "..", ".", ""])
+@pytest.mark.parametrize("name", ["/tmp/elsewhere", "../../escaped", "a/b", "..", ".", "", "a\nb"])
 def test_a_decode_name_that_is_a_path_is_refused(finished, name, capsys):
     with pytest.raises(SystemExit) as exit_:
         decode.main([str(finished), "--name", name])
