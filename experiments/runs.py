@@ -3,7 +3,8 @@
 module spells out its file names.
 
     config.yaml        the composed config
-    metrics.json       final and best metrics, every evaluation, parameter counts, time, memory, versions
+    metrics.json       final and best metrics, every evaluation, parameter counts, time, memory, versions,
+                       the data read (each file's path under the data folder, size, SHA-256: `data_fingerprint`)
     adapter.safetensors (+ .json)   only the trained parameters, as training ended
     adapter-best.safetensors (+ .json)   the same at the best evaluation (the one metrics.json's "best" reports)
     log.txt            the log
@@ -11,7 +12,8 @@ module spells out its file names.
     tensorboard/       the same as TensorBoard event files, when tensorboardX is installed
     predictions/       what the task's last word wrote (NLG: the decoded test set and its references)
     decodes/NAME/      later decodes of the finished model (`python -m experiments.decode`)
-    checkpoints/step-N/   the latest complete checkpoint (COMPLETE, with the files' SHA-256, is written last)
+    checkpoints/step-N/   the latest complete checkpoint (COMPLETE, with the files' SHA-256, is written last);
+                       its state.json holds the data's fingerprint, which a resume checks (`check_data`)
     damaged-checkpoints/  checkpoints that failed their checksums, set aside (never resumed from, never deleted)
 
 Nothing is overwritten: a folder that holds a finished run, or a run of another config, is refused.
