@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import LoRAError
@@ -46,23 +46,39 @@ class atomic_path:
         self.file = Path(file)
 
     def __enter__(self) -> str:
-        fd, self.tmp = tempfile.mkstemp(dir=self.file.parent, prefix=f".{self.file.name}.", suffix=TMP_SUFFIX)
+        try:
+            fd, self.tmp = tempfile.mkstemp(dir=self.file.parent, prefix=f".{self.file.name}.", suffix=TMP_SUFFIX)
+        except OSError as err:  # no write permission, a full disk: said of the file meant, not of its temporary
+            raise OSError(err.errno, err.strerror, str(self.file)) from None
         os.close(fd)
         os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; results are for the whole team
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
-            full = issubclass(exc_type, RuntimeError) and shutil.disk_usage(self.file.parent).free < 1 << 20
             os.unlink(self.tmp)
-            if full:  # torch.save says only "basic_ios::clear" or "PytorchStreamWriter failed" on a full disk
+            if issubclass(exc_type, OSError) and exc.filename in (None, self.tmp):  # a write names no file
+                raise OSError(exc.errno, exc.strerror or str(exc), str(self.file)) from None
+            if issubclass(exc_type, RuntimeError | SafetensorError) and _disk_full(exc, self.file.parent):
+                # torch.save says only "basic_ios::clear" or "PytorchStreamWriter failed", safetensors raises
+                # its own SafetensorError: one OSError for all, as a full disk is the machine's, not the code's
                 why = str(exc).splitlines()[0] if str(exc) else exc_type.__name__
-                raise OSError(errno.ENOSPC, f"No space left on device ({why})", str(self.file)) from None
+                said = "No space left on device" + ("" if "os error 28" in why else f" ({why})")
+                raise OSError(errno.ENOSPC, said, str(self.file)) from None
             return False
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.file)
+        try:
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.file)
+        except OSError as err:
+            os.unlink(self.tmp)
+            raise OSError(err.errno, err.strerror, str(self.file)) from None
         return False
+
+
+def _disk_full(err: Exception, folder: Path) -> bool:
+    """Whether a writer's own error type hides a full disk (its message, or under 1 MiB left)."""
+    return "os error 28" in str(err) or shutil.disk_usage(folder).free < 1 << 20
 
 
 def unused_path(path: Path) -> Path:

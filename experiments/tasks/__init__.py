@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 
-from .base import Example, Task, TaskError
+from .base import Example, Task, TaskError, read_data, recording_reads
 from .glue import SPECS as GLUE_TASKS
 from .glue import GlueTask
 from .nlg import SPECS as NLG_TASKS
@@ -43,4 +43,4 @@ def fitted(task: Task, positions: int) -> Task:
 
 
 __all__ = ["GLUE_TASKS", "NLG_TASKS", "PROMPT_TASKS", "Example", "GlueTask", "NLGTask", "PromptTask", "Task",
-           "TaskError", "build_task", "fitted"]  # fmt: skip
+           "TaskError", "build_task", "fitted", "read_data", "recording_reads"]  # fmt: skip

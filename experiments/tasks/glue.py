@@ -7,6 +7,7 @@ hub's `nyu-mll/glue` when the files are absent and the hub is reachable.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch.nn.functional as F
 
 from ..metrics.glue import glue_metrics
 from ..paths import data_dir
-from .base import Example, TaskError, insert_special_tokens
+from .base import Example, TaskError, insert_special_tokens, read_data
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,8 @@ def default_dir() -> Path:
 
 def read_tsv(file: Path, spec: GlueSpec) -> list[Example]:
     """Rows of a GLUE TSV file (quotes are literal text in GLUE, hence QUOTE_NONE; MRPC has a BOM)."""
-    try:
-        with open(file, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, fieldnames=spec.header, delimiter="\t", quoting=csv.QUOTE_NONE)
-            rows = list(reader)
-    except UnicodeDecodeError as err:
-        raise TaskError(f"{file} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    text = io.StringIO(read_data(file), newline="")
+    rows = list(csv.DictReader(text, fieldnames=spec.header, delimiter="\t", quoting=csv.QUOTE_NONE))
     if not rows:
         raise TaskError(f"{file} holds no examples")
     missing = [c for c in (*spec.text, spec.label) if c not in rows[0]]
