@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export LORA_SHARED_DIR ?= $(abspath ../shared)
 
-.PHONY: install run test test-slow lint bench analysis clean slurm-packages
+.PHONY: install run test test-slow lint bench analysis docs clean slurm-packages
 
 install: $(STAMP)
 
@@ -49,5 +49,9 @@ bench: $(STAMP)
 analysis: $(STAMP)
 	$(PY) -m analysis.notebooks $(or $(RUNS),runs)
 
+# The docs site into site/ (docs/, mkdocs.yml); `make test` runs the same strict build (tests/test_docs.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

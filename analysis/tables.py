@@ -40,12 +40,27 @@ from .paper import (
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 
 COLUMNS = ("run", "status", "model", "method", "task", "r", "alpha", "targets", "setting", "lr", "steps",
-           "batch_size", "train_size", "seed", "metric", "best", "best_step", "final", "trainable", "total",
-           "trainable_pct", "wall_seconds", "train_seconds")  # fmt: skip
+           "batch_size", "train_size", "seed", "metric", "dev_examples", "best", "best_step", "final", "trainable",
+           "total", "trainable_pct", "wall_seconds", "train_seconds")  # fmt: skip
+# GLUE's dev sets (MNLI: matched), for the heading of a run evaluated on its first trainer.eval_limit examples
+# when its metrics.json predates "eval_examples"
+GLUE_DEV_SIZE = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qqp": 40430, "mnli": 9815, "qnli": 5463,
+                 "rte": 277}  # fmt: skip
+# How a cell sums up its seeds: "paper" (GLUE: the median with the range, as the paper reports the median of
+# 5 runs; every other task: mean ± standard deviation), or "median" / "mean" everywhere. `--aggregate`.
+AGGREGATE = "paper"
 
 
 class TablesError(ValueError):
     """Nothing to tabulate; the message says where we looked."""
+
+
+class Runs(list):
+    """The rows `collect` found, and notes on what it left out (damaged, unfinished or config-less folders)."""
+
+    def __init__(self, rows=(), notes=()):
+        super().__init__(rows)
+        self.notes = list(notes)
 
 
 def run_folders(runs_dir: Path) -> list[Path]:
@@ -111,6 +126,7 @@ def row_of(folder: Path, root: Path) -> dict:
         "train_size": cfg.get("task", {}).get("train_size"),
         "seed": trainer.get("seed"),
         "metric": metric,
+        "dev_examples": _dev_examples(m, cfg),
         "best": (m.get("best") or {}).get(metric),
         "best_step": (m.get("best") or {}).get("step"),
         "final": (m.get("final") or {}).get(metric),
@@ -124,6 +140,27 @@ def row_of(folder: Path, root: Path) -> dict:
     row.update({k if "/" in k else f"test/{k}": v for k, v in (m.get("test") or {}).items() if not isinstance(v, dict)})
     row["_config"] = _flat(cfg)  # what makes runs comparable (`groups`); not written to runs.csv
     return row
+
+
+def _dev_examples(metrics: dict, cfg: dict) -> str | None:
+    """'64 of 872' for a run evaluated on part of its dev set (trainer.eval_limit), None for the whole set.
+
+    >>> _dev_examples({"eval_examples": {"dev": {"used": 64, "of": 872}}}, {})
+    '64 of 872'
+    >>> _dev_examples({}, {"task": {"name": "sst2"}, "trainer": {"eval_limit": 64}})
+    '64 of 872'
+    >>> _dev_examples({}, {"task": {"name": "e2e"}, "trainer": {"eval_limit": 64}}), _dev_examples({}, {})
+    ('first 64', None)
+    """
+    split = (metrics.get("metric") or "dev/").split("/")[0]
+    recorded = (metrics.get("eval_examples") or {}).get(split)
+    if isinstance(recorded, dict):
+        used, of = recorded.get("used"), recorded.get("of")
+    else:  # a metrics.json written before "eval_examples": the config's limit, GLUE's dev sizes
+        used, of = (cfg.get("trainer") or {}).get("eval_limit"), GLUE_DEV_SIZE.get((cfg.get("task") or {}).get("name"))
+    if used is None or (of is not None and used >= of):
+        return None
+    return f"{used} of {of}" if of is not None else f"first {used}"
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -163,12 +200,13 @@ def groups(rows: list[dict], swept: tuple[str, ...]) -> list[tuple[str, list[dic
         found.setdefault((r["model"], r["task"], r["metric"], protocol), []).append(r)
     out = []
     for (model, task, metric, protocol), rs in found.items():
-        title = f"{model} / {task} / {metric}"
+        subset = rs[0].get("dev_examples")  # one group, one eval_limit: a protocol key
+        title = f"{model} / {task} / {metric}" + (f", {subset}" if subset else "")
         twins = [p for (m, t, mt, p) in found if (m, t, mt) == (model, task, metric) and p != protocol]
         if twins:
             mine = dict(protocol)
-            differ = sorted({k for p in twins for k, v in set(p) ^ set(protocol) if mine.get(k) is not None})
-            title += " (" + ", ".join(f"{k}={mine[k]}" for k in differ[:4]) + ")"
+            differ = sorted({k for p in twins for k, v in set(p) ^ set(protocol) if mine.get(k, "None") != "None"})
+            title += " (" + ", ".join(f"{k}={mine[k]}" for k in differ[:4]) + ")" if differ else ""
         kept, repeats = _distinct(rs)
         if repeats:
             title += "; left out as repeats of a run with the same config and seed: " + ", ".join(repeats)
@@ -199,13 +237,15 @@ SIZE_KEYS = ("method.r", "method.l_p", "method.l_i", "method.blocks", "method.dr
 
 
 def figure2(rows: list[dict]) -> list[dict]:
-    """Figure 2's data, one figure per comparable group of complete runs (`groups`, methods swept): a series
-    per method and weight-type set (and any other setting its runs differ in but size), a point per
-    configuration at its trainable-parameter count, the mean over that configuration's seeds with their
-    standard deviation and n. GLUE scores x100, as the paper plots them. Each figure names its runs."""
+    """Figure 2's data, one figure per comparable group of complete runs (`groups`, methods swept, as the
+    tables'): a series per method and weight-type set (and any other setting its runs differ in but size), a
+    point per configuration (`config_of`) at its trainable-parameter count, its seeds summed up as the tables'
+    cells are (`aggregate`: `value`, with mean, std, median, min, max and n). GLUE scores x100, as the paper
+    plots them. Each figure names its runs, the settings all of them share (`fixed`) and the aggregate."""
     done = [r for r in rows if r["status"] == "complete" and score(r) is not None and r.get("trainable")]
     figures = []
     for title, rs in groups(done, SWEPT["methods"]):
+        how = aggregate(rs[0]["task"])
         lines: dict = {}
         for r in rs:
             config = {k: repr(v) for k, v in r["_config"].items() if _swept(k, SWEPT["methods"])}
@@ -214,21 +254,39 @@ def figure2(rows: list[dict]) -> list[dict]:
                 sorted((k, v) for k, v in config.items() if not _swept(k, (*SIZE_KEYS, *_NAMED, "trainer.seed")))
             )
             size = r["setting"].partition(" ")[2]  # what sets its size: "q=8,v=8", "l_p=32,l_i=8", "r=8"
-            lines.setdefault((r["method"], weights, rest), {}).setdefault(size, []).append(r)
+            lines.setdefault((r["method"], weights, rest), {}).setdefault((size, config_of(r)), []).append(r)
         series = {}
         for (method, weights, rest), points in lines.items():
             twins = [dict(o[2]) for o in lines if o[:2] == (method, weights) and o[2] != rest]
             label = method + (f" {_label(weights)}" if weights else "") + _differences(dict(rest), twins)
             series[label] = sorted(
-                ({"trainable": pts[0]["trainable"], **_agg([score(p) for p in pts]),
-                  "size": size, "runs": sorted(p["run"] for p in pts)} for size, pts in points.items()),
-                key=lambda p: p["trainable"])  # fmt: skip
+                ({"trainable": pts[0]["trainable"], **_agg([score(p) for p in pts], how),
+                  "size": size, "runs": sorted(p["run"] for p in pts)} for (size, _), pts in points.items()),
+                key=lambda p: (p["trainable"], p["runs"]))  # fmt: skip
         model, task = rs[0]["model"], rs[0]["task"]
         metric = f"decoded/{DECODED[task][0]}" if task in DECODED else rs[0]["metric"]
         figures.append({"title": title, "model": model, "task": task, "metric": metric,
-                        "x100": task in GLUE or task in DECODED,
+                        "x100": task in GLUE or task in DECODED, "aggregate": aggregate_name(task),
+                        "subset": rs[0].get("dev_examples"), "fixed": _fixed(rs),
                         "runs": sorted(r["run"] for r in rs), "series": dict(sorted(series.items()))})  # fmt: skip
     return figures
+
+
+# Settings a figure's caption names when every run in it shares them
+_CAPTION_KEYS = ("method.alpha", "method.init", "method.dropout", "trainer.lr", "trainer.epochs",
+                 "trainer.batch_size", "trainer.train_limit", "trainer.eval_limit")  # fmt: skip
+
+
+def _fixed(rows: list[dict]) -> dict:
+    """The caption's settings (`_CAPTION_KEYS`) that every run of a figure shares, with their value."""
+    out = {}
+    for key in _CAPTION_KEYS:
+        values = {repr(_value(r, key)) for r in rows}
+        if len(values) == 1 and _value(rows[0], key) is not None:
+            out[_short(key)] = _value(rows[0], key)
+    if len({r.get("steps") for r in rows}) == 1 and rows[0].get("steps") is not None:
+        out["steps"] = rows[0]["steps"]
+    return out
 
 
 _NAMED = ("method.name", "method.targets")  # in a series' label already
@@ -254,18 +312,37 @@ def _differences(mine: dict, twins: list[dict]) -> str:
     return "".join(f", {k}={mine.get(k, '-')}" for k in differ)
 
 
-def collect(runs_dir) -> list[dict]:
+def collect(runs_dir) -> Runs:
     """One row per run folder under `runs_dir` (or per line of a runs.csv this module wrote); a TablesError
-    when there is none."""
+    when there is none. A folder whose config.yaml or metrics.json cannot be read is skipped, and so is a
+    metrics.json without a config.yaml beside it: each gets a one-line note (`Runs.notes`), which the tables
+    print under themselves."""
+    from experiments.runs import RunError
+
     root = Path(runs_dir)
     if root.is_file() and root.suffix == ".csv":
-        return rows_from_csv(root)
+        return Runs(rows_from_csv(root))
     if not root.is_dir():
         raise TablesError(f"{root} is not a folder; give the folder your runs were written to (e.g. runs/)")
-    rows = [row_of(f, root) for f in run_folders(root)]
+    rows, notes = [], []
+    for folder in run_folders(root):
+        try:
+            rows.append(row_of(folder, root))
+        except (RunError, AttributeError, TypeError, ValueError, KeyError) as err:  # a damaged or foreign file
+            notes.append(f"skipped {_relative(folder, root)}: {err}")
+    lone = sorted(
+        _relative(m.parent, root) for m in root.rglob("metrics.json") if not (m.parent / "config.yaml").exists()
+    )
+    if lone:
+        notes.append(f"skipped, a metrics.json without config.yaml beside it: {', '.join(lone)}")
     if not rows:
-        raise TablesError(f"no run under {root}: no folder there holds both config.yaml and metrics.json")
-    return rows
+        raise TablesError(f"no run under {root}: no folder there holds both config.yaml and metrics.json"
+                          + "".join(f"; {n}" for n in notes))  # fmt: skip
+    return Runs(rows, notes)
+
+
+def _relative(folder: Path, root: Path) -> str:
+    return str(folder.relative_to(root)) if folder != root else "."
 
 
 # runs.csv column -> the config key it holds: all a runs.csv can say about what makes runs comparable
@@ -296,12 +373,29 @@ def rows_from_csv(file: Path) -> list[dict]:
         if isinstance(rank, str) and ":" in rank:  # per-type ranks, 'q:4,v:4': the config held a mapping
             rank = {k: int(v) for k, v in (kv.split(":") for kv in rank.split(","))}
         config = {key: row.get(column) for column, key in _CSV_CONFIG.items()}
+        config.update({k: _json_cell(file, row, k) for k in row if _is_config_column(k) and row[k] is not None})
         config["method.r"] = rank
         config["method.targets"] = None if isinstance(rank, dict) or not row["targets"] else row["targets"].split(",")
         if not row.get("setting"):  # a runs.csv written before the column: what its columns say (no l_p, l_i)
             row["setting"] = setting({"name": row["method"], "r": rank, "targets": config["method.targets"]})
         row["_config"] = config
     return rows
+
+
+def _json_cell(file: Path, row: dict, column: str):
+    """A config column's value (`config_columns` writes JSON); a TablesError naming the cell if it is not."""
+    try:
+        return json.loads(row[column])
+    except ValueError:
+        raise TablesError(
+            f"{file}: run {row['run']}'s {column} is {row[column]!r}, not "
+            'a JSON value as analysis.tables writes it (e.g. "paper", with its quotes); fix the cell'
+        ) from None
+
+
+def _is_config_column(column: str) -> bool:
+    """A runs.csv column holding a config key (`config_columns`): 'method.init', not 'test/BLEU'."""
+    return "." in column and "/" not in column
 
 
 def _pct(x):
@@ -345,24 +439,122 @@ def score_name(task: str) -> str:
     return "best dev score " + ("x100" if task in GLUE else "as measured")
 
 
-def _agg(values: list[float]) -> dict:
-    """Mean, standard deviation (0 for one value) and count of the numbers given."""
+def aggregate(task: str | None) -> str:
+    """How a cell of `task` sums up its seeds under `AGGREGATE`: "median" (with the range) or "mean" (± std).
+
+    >>> aggregate("rte"), aggregate("e2e"), aggregate("wikisql")
+    ('median', 'mean', 'mean')
+    """
+    if AGGREGATE in ("median", "mean"):
+        return AGGREGATE
+    return "median" if task in GLUE else "mean"
+
+
+def aggregate_name(task: str | None) -> str:
+    """The aggregate, as a heading names it."""
+    return "median over seeds [min, max]" if aggregate(task) == "median" else "mean ± std over seeds"
+
+
+def _agg(values: list[float], how: str = "mean") -> dict:
+    """The numbers given summed up: `value` is their median or mean (`how`), with mean, standard deviation
+    (0 for one value), median, min, max and count beside it."""
     values = [v for v in values if v is not None]
     if not values:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}  # fmt: skip
+        return {"value": None, "how": how, "mean": None, "std": None, "median": None, "min": None, "max": None, "n": 0}
+    mean, median = statistics.fmean(values), statistics.median(values)
+    return {"value": median if how == "median" else mean, "how": how, "mean": mean,
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "median": median,
+            "min": min(values), "max": max(values), "n": len(values)}  # fmt: skip
 
 
 def fmt_score(a: dict) -> str:
-    """'81.3 +- 0.4 (n=3)' style; '-' when there is no run.
+    """'81.3 ± 0.4 (n=3)' (mean) or '81.3 [80.9, 81.6] (n=3)' (median, range); '-' when there is no run.
 
-    >>> fmt_score({"mean": 81.25, "std": 0.0, "n": 1}), fmt_score({"mean": None, "std": None, "n": 0})
-    ('81.2', '-')
+    >>> fmt_score(_agg([81.25])), fmt_score(_agg([])), fmt_score(_agg([1.0, 2.0, 4.0], "median"))
+    ('81.2', '-', '2.000 [1.000, 4.000] (n=3)')
     """
     if not a["n"]:
         return "-"
-    return f"{a['mean']:.1f}" if a["n"] == 1 else f"{a['mean']:.1f} ± {a['std']:.1f} (n={a['n']})"
+    f = (lambda v: f"{v:.1f}") if abs(a["value"]) >= 10 else (lambda v: f"{v:.3f}")  # x100 scores, or losses
+    if a["n"] == 1:
+        return f(a["value"])
+    if a.get("how") == "median":
+        return f"{f(a['median'])} [{f(a['min'])}, {f(a['max'])}] (n={a['n']})"
+    return f"{f(a['mean'])} ± {f(a['std'])} (n={a['n']})"
+
+
+# --- a cell is one configuration -----------------------------------------------------------------------------
+
+
+def config_of(row: dict) -> tuple:
+    """What makes a run's configuration: its whole config but for the seed and housekeeping keys. Two runs
+    share a cell only when this is equal."""
+    return _config_key(row, (*_HOUSEKEEPING, "trainer.seed"))
+
+
+def _lower_is_better(metric: str | None) -> bool:
+    return any(w in (metric or "") for w in ("loss", "perplexity"))
+
+
+def cell(rows: list[dict], name: str | None = None) -> dict:
+    """A table cell from the runs that land in it: its runs split by configuration (`config_of`); the one with
+    the best mean dev score (the run's selection metric, as the paper tunes its learning rate on dev) is
+    shown, the others come back in "others" with their own aggregates, never averaged in.
+
+    Returns {"ours": aggregate of the chosen configuration's `score`, "runs": its runs, "config": the values in
+    which it differs from the others (empty when there is one), "others": [{"config", "ours", "runs"}, ...]}."""
+    configs: dict = {}
+    for r in rows:
+        configs.setdefault(config_of(r), []).append(r)
+    how = aggregate(rows[0]["task"]) if rows else "mean"
+
+    def dev(rs):
+        values = [r["best"] for r in rs if isinstance(r.get("best"), int | float)]
+        mean = statistics.fmean(values) if values else float("nan")
+        sign = 1 if _lower_is_better(rs[0].get("metric")) else -1
+        return (not values, sign * mean if values else 0.0, sorted(r["run"] for r in rs))
+
+    ranked = sorted(configs.values(), key=dev)
+    differ = _differing([dict(config_of(rs[0])) for rs in ranked])
+    entries = [{"config": {k: _value(rs[0], k) for k in differ}, "ours": _agg([score(r, name) for r in rs], how),
+                "runs": sorted(r["run"] for r in rs), "rows": rs} for rs in ranked]  # fmt: skip
+    if not entries:
+        return {"ours": _agg([], how), "runs": [], "config": {}, "others": [], "rows": []}
+    return {**entries[0], "others": entries[1:]}
+
+
+def _differing(configs: list[dict]) -> list[str]:
+    """The keys in which the configurations given differ (a key one lacks counts as differing)."""
+    keys = {k for c in configs for k in c}
+    return sorted(k for k in keys if len({c.get(k) for c in configs}) > 1)
+
+
+def _value(row: dict, key: str):
+    return row.get("_config", {}).get(key)
+
+
+def _short(key: str) -> str:
+    """A config key as a cell names it: its section dropped (trainer.lr -> lr, method.alpha -> alpha)."""
+    return key.split(".", 1)[-1]
+
+
+def fmt_cell(c: dict) -> str:
+    """A cell's aggregate, and the values that chose it among the configurations it had."""
+    named = ", ".join(f"{_short(k)}={v}" for k, v in c["config"].items())
+    return fmt_score(c["ours"]) + (f" [{named}]" if named and c["ours"]["n"] else "")
+
+
+def others_note(cells: list[tuple[str, dict]]) -> str:
+    """The lines under a table for its cells with more than one configuration: each one not shown, with its
+    own aggregate and runs."""
+    lines = [f"- {label}: {', '.join(f'{_short(k)}={v}' for k, v in o['config'].items())}: {fmt_score(o['ours'])}"
+             f" (runs {', '.join(o['runs'])})" for label, c in cells for o in c.get("others", [])]  # fmt: skip
+    if not lines:
+        return ""
+    return (
+        "\n\nOther configurations in these cells (each cell shows the one with the best mean dev score; "
+        "these are not averaged in):\n" + "\n".join(lines)
+    )
 
 
 def _lora_rows(rows: list[dict], model=None, task=None) -> list[dict]:
@@ -400,10 +592,11 @@ def table5(rows: list[dict], model=None, task=None, budget: int = 8) -> list[dic
     for targets in [*TABLE5, *(t for t in by_targets if t not in TABLE5)]:
         mine = by_targets.get(targets, [])
         paper = TABLE5.get(targets, (None, None, None))
+        c = cell(mine)
         out.append({"weight_type": _label(targets), "r_paper": paper[0],
-                    "r_ours": ",".join(sorted({str(_shape(r)[1]) for r in mine})) or "-",
-                    "trainable": sorted({r["trainable"] for r in mine}) or None,
-                    "ours": _agg([score(r) for r in mine]),
+                    "r_ours": ",".join(sorted({str(_shape(r)[1]) for r in c["rows"]})) or "-",
+                    "trainable": sorted({r["trainable"] for r in c["rows"]}) or None,
+                    "ours": c["ours"], "cell": c,
                     "paper_wikisql": paper[1], "paper_mnli": paper[2]})  # fmt: skip
     return out
 
@@ -413,7 +606,7 @@ def table6(rows: list[dict], model=None, task=None) -> list[dict]:
     runs = _lora_rows(rows, model, task)
     cells: dict = {}
     for r in runs:
-        cells.setdefault(_shape(r), []).append(score(r))
+        cells.setdefault(_shape(r), []).append(r)
     ranks = sorted({*TABLE6_RANKS, *(rk for _, rk in cells if rk is not None)})
     out = []
     for targets in [*TABLE6, *sorted({t for t, _ in cells if t not in TABLE6})]:
@@ -421,7 +614,8 @@ def table6(rows: list[dict], model=None, task=None) -> list[dict]:
         row = {"weight_type": _label(targets)}
         for rk in ranks:
             i = TABLE6_RANKS.index(rk) if rk in TABLE6_RANKS else None
-            row[f"r={rk}"] = {"ours": _agg(cells.get((targets, rk), [])),
+            c = cell(cells.get((targets, rk), []))
+            row[f"r={rk}"] = {"ours": c["ours"], "cell": c,
                               "paper_wikisql": paper[0][i] if paper and i is not None else None,
                               "paper_mnli": paper[1][i] if paper and i is not None else None}  # fmt: skip
         out.append(row)
@@ -429,18 +623,23 @@ def table6(rows: list[dict], model=None, task=None) -> list[dict]:
 
 
 def methods_table(rows: list[dict]) -> list[dict]:
-    """Tables 2/3 style: one row per model x method x rank x targets, one column per task (mean over seeds)."""
+    """Tables 2/3 style: one row per model x method setting (method, rank, targets, ...), one column per task;
+    a cell is one configuration (`cell`)."""
     groups: dict = {}
     for r in (r for r in rows if r["status"] == "complete"):
-        key = (r["model"], r["method"], str(r["r"]), r["targets"])
+        key = (r["model"], r["method"], r.get("setting") or "")
         groups.setdefault(key, {}).setdefault(r["task"], []).append(r)
     out = []
-    for (model, method, rank, targets), tasks in sorted(groups.items()):
-        row = {"model": model, "method": method, "r": rank, "targets": targets,
+    for (model, method, _), tasks in sorted(groups.items()):
+        first = next(iter(tasks.values()))[0]
+        row = {"model": model, "method": method, "r": "" if first["r"] is None else str(first["r"]),
+               "targets": first["targets"],
                "trainable": sorted({r["trainable"] for rs in tasks.values() for r in rs})}  # fmt: skip
         for task, rs in tasks.items():
-            row[task] = {"ours": _agg([score(r) for r in rs]),
-                         "test": {k: _agg([r.get(k) for r in rs]) for k in rs[0] if k.startswith("test/")},
+            c = cell(rs)
+            how = aggregate(task)
+            row[task] = {"ours": c["ours"], "cell": c,
+                         "test": {k: _agg([r.get(k) for r in c["rows"]], how) for k in rs[0] if k.startswith("test/")},
                          "paper_roberta_base": TABLE2_ROBERTA_BASE.get(method, {}).get(task)}  # fmt: skip
         out.append(row)
     return out
@@ -455,9 +654,10 @@ def table18(rows: list[dict]) -> list[dict]:
         by_rank.setdefault((r["model"], str(r["r"])), []).append(r)
     out = []
     for (model, rank), rs in sorted(by_rank.items(), key=lambda kv: (kv[0][0], _num(kv[0][1]))):
-        tests = sorted({k for r in rs for k in r if k.startswith("test/")})
-        out.append({"model": model, "r": rank, "dev_loss": _agg([r["best"] for r in rs]),
-                    **{k: _agg([r.get(k) for r in rs]) for k in tests},
+        c = cell(rs)
+        tests = sorted({k for r in c["rows"] for k in r if k.startswith("test/")})
+        out.append({"model": model, "r": rank, "dev_loss": c["ours"], "cell": c,
+                    **{k: _agg([r.get(k) for r in c["rows"]], aggregate("e2e")) for k in tests},
                     "paper": TABLE18.get(_num(rank))})  # fmt: skip
     return out
 
@@ -475,10 +675,11 @@ def gpt3_methods(rows: list[dict], printed: tuple[Row, ...] = TABLE4) -> list[di
             runs.setdefault(r["setting"], []).append(r)
 
     def line(method, params, setting_, paper):
-        mine = runs.get(setting_, [])
-        return {"method": method, "gpt3_params": params, "setting": setting_, "paper": paper,
+        c = cell(runs.get(setting_, []))
+        mine = c["rows"]
+        return {"method": method, "gpt3_params": params, "setting": setting_, "paper": paper, "cell": c,
                 "trainable": sorted({r["trainable"] for r in mine}), "runs": sorted(r["run"] for r in mine),
-                "ours": {n: _agg([score(r, n) for r in mine]) for n in names}}  # fmt: skip
+                "ours": {n: _agg([score(r, n) for r in mine], aggregate(task)) for n in names}}  # fmt: skip
 
     out = []
     for p in (p for p in printed if task in p.scores):
@@ -508,10 +709,14 @@ def table16(rows: list[dict]) -> list[dict]:
             continue
         paper = TABLE16.get(method) if own is None else None
         out.append({"method": method, "setting": own or "the paper's (Table 17)",
-                    "cells": {n: {"ours": _agg([score(r) for r in sizes.get(n, [])]),
+                    "cells": {n: {**_cell_entry(cell(sizes.get(n, []))),
                                   "paper": paper[i] if paper else None} for i, n in enumerate(TABLE16_SIZES)},
                     "runs": sorted(r["run"] for rs in sizes.values() for r in rs)})  # fmt: skip
     return out
+
+
+def _cell_entry(c: dict) -> dict:
+    return {"ours": c["ours"], "cell": c}
 
 
 def _bleu_points(a: dict | None) -> str:
@@ -553,8 +758,8 @@ def runs_markdown(rows: list[dict]) -> str:
 def table5_markdown(t5: list[dict]) -> str:
     head = ["weight type", "r (paper)", "r (ours)", "trainable", "ours", "paper WikiSQL ±0.5", "paper MNLI ±0.1"]
     body = [[r["weight_type"], r["r_paper"], r["r_ours"], ",".join(map(str, r["trainable"] or [])) or None,
-             fmt_score(r["ours"]), r["paper_wikisql"], r["paper_mnli"]] for r in t5]  # fmt: skip
-    return markdown(head, body)
+             fmt_cell(r["cell"]), r["paper_wikisql"], r["paper_mnli"]] for r in t5]  # fmt: skip
+    return markdown(head, body) + others_note([(r["weight_type"], r["cell"]) for r in t5])
 
 
 def table6_markdown(t6: list[dict]) -> str:
@@ -562,9 +767,10 @@ def table6_markdown(t6: list[dict]) -> str:
     body = []
     for r in t6:
         cells = [r[k] for k in ranks]
-        body.append([r["weight_type"], *(fmt_score(c["ours"]) for c in cells)])
+        body.append([r["weight_type"], *(fmt_cell(c["cell"]) for c in cells)])
         body.append(["paper WikiSQL / MNLI", *(_pair(c) for c in cells)])
-    return markdown(["weight type", *ranks], body)
+    others = [(f"{r['weight_type']} {k}", r[k]["cell"]) for r in t6 for k in ranks]
+    return markdown(["weight type", *ranks], body) + others_note(others)
 
 
 def _pair(c: dict) -> str | None:
@@ -577,10 +783,12 @@ def methods_markdown(mt: list[dict]) -> str:
     for r in mt:
         cells = [r.get(t) for t in tasks]
         body.append([r["model"], r["method"], r["r"], r["targets"], ",".join(map(str, r["trainable"])),
-                     *(fmt_score(c["ours"]) if c else None for c in cells)])  # fmt: skip
+                     *(fmt_cell(c["cell"]) if c else None for c in cells)])  # fmt: skip
     paper = [[f"paper RoBERTa-base ({m})", m, None, None, None,
               *(TABLE2_ROBERTA_BASE[m].get(t) for t in tasks)] for m in TABLE2_ROBERTA_BASE]  # fmt: skip
-    return markdown(["model", "method", "r", "targets", "trainable", *tasks], body + paper)
+    others = [(f"{r['method']} r={r['r']} {r['targets'] or ''} on {t}".replace("  ", " "), r[t]["cell"])
+              for r in mt for t in tasks if r.get(t)]  # fmt: skip
+    return markdown(["model", "method", "r", "targets", "trainable", *tasks], body + paper) + others_note(others)
 
 
 def gpt3_methods_markdown(lines: list[dict]) -> str:
@@ -589,10 +797,12 @@ def gpt3_methods_markdown(lines: list[dict]) -> str:
     body = []
     for x in lines:
         ours = " / ".join(fmt_score(a) for a in x["ours"].values()) if any(a["n"] for a in x["ours"].values()) else None
+        named = ", ".join(f"{_short(k)}={v}" for k, v in x["cell"]["config"].items())
+        ours = f"{ours} [{named}]" if ours and named else ours
         paper = "/".join(map(str, x["paper"])) if isinstance(x["paper"], tuple) else x["paper"]
         body.append([x["method"], x["setting"], ",".join(map(str, x["trainable"])) or None, ours, paper,
                      x["gpt3_params"]])  # fmt: skip
-    return markdown(head, body)
+    return markdown(head, body) + others_note([(x["setting"], x["cell"]) for x in lines])
 
 
 def table16_markdown(t16: list[dict]) -> str:
@@ -600,10 +810,11 @@ def table16_markdown(t16: list[dict]) -> str:
     body = []
     for x in t16:
         cells = x["cells"].values()
-        body.append([x["method"], x["setting"], *(fmt_score(c["ours"]) for c in cells)])
+        body.append([x["method"], x["setting"], *(fmt_cell(c["cell"]) for c in cells)])
         if any(c["paper"] is not None for c in cells):
             body.append([f"paper GPT-3 ({x['method']})", None, *(c["paper"] for c in cells)])
-    return markdown(head, body)
+    others = [(f"{x['method']} n={n or 'all'}", c["cell"]) for x in t16 for n, c in x["cells"].items()]
+    return markdown(head, body) + others_note(others)
 
 
 def _section(heading: str, table: str, runs: list[str], source: str) -> str:
@@ -618,6 +829,7 @@ def _gpt3_markdown(rows: list[dict]) -> list[str]:
     for title, rs in groups(full, SWEPT["methods"]):
         task, done = rs[0]["task"], sorted(r["run"] for r in rs if r["status"] == "complete")
         ours = " / ".join(DECODED["samsum"]) + " x100" if task == "samsum" else score_name(task)
+        ours += ", " + aggregate_name(task)
         parts.append(
             _section(
                 f"Table 4 (methods on GPT-3's tasks): {title}; ours: {ours}",
@@ -639,7 +851,7 @@ def _gpt3_markdown(rows: list[dict]) -> list[str]:
     for title, rs in groups([r for r in rows if r["task"] == "mnli_gen"], SWEPT["table16"]):
         if t16 := table16(rs):
             parts.append(_section(f"Table 16 (MNLI-m from n training examples): {title}; ours: "
-                                  f"{score_name('mnli_gen')}", table16_markdown(t16),
+                                  f"{score_name('mnli_gen')}, {aggregate_name('mnli_gen')}", table16_markdown(t16),
                                   sorted(run for x in t16 for run in x["runs"]),
                                   "Table 16 (GPT-3 175B; its Table 17 the settings for each n)"))  # fmt: skip
     return parts
@@ -650,25 +862,29 @@ def all_markdown(rows: list[dict]) -> str:
     comparable group of runs (`groups`), its title naming model, task and metric and the runs it holds."""
     parts = [f"## Runs ({len(rows)})\n\n" + runs_markdown(rows)]
     for title, rs in groups([r for r in rows if r["task"] not in DECODED], SWEPT["methods"]):
-        scale = "x100" if rs[0]["task"] in GLUE else "as measured"
+        task = rs[0]["task"]
+        scale = "x100" if task in GLUE else "as measured"
         table = methods_markdown(methods_table(rs))
-        parts.append(f"## Methods (Tables 2/3 style): {title}, {scale}; {len(rs)} runs\n\n{table}\n\n"
-                     f"Paper: {PAPER}, Table 2 (RoBERTa-base).")  # fmt: skip
+        parts.append(f"## Methods (Tables 2/3 style): {title}, {scale}, {aggregate_name(task)}; {len(rs)} runs\n\n"
+                     f"{table}\n\n{CELL_RULE}\nPaper: {PAPER}, Table 2 (RoBERTa-base).")  # fmt: skip
     parts.extend(_gpt3_markdown(rows))
-    for title, rs in groups(_lora_rows(rows), SWEPT["lora"]):
+    # the groups of Figure 2 and the Methods table: a learning rate or alpha is a configuration of a cell
+    for title, rs in groups(_lora_rows(rows), SWEPT["methods"]):
         task = rs[0]["task"]
         scale = "ours " + (score_name(task) if task in DECODED else "x100" if task in GLUE else "as measured")
+        scale += ", " + aggregate_name(task)
         names = ", ".join(r["run"] for r in rs)
         if table5_runs := [r for r in rs if _units(r) == 8]:
             parts.append(f"## Table 5 (weight types at a fixed budget): {title}, {scale}\n\n"
-                         + table5_markdown(table5(table5_runs)) + f"\n\nRuns: {names}.\n"
+                         + table5_markdown(table5(table5_runs)) + f"\n\n{CELL_RULE}\nRuns: {names}.\n"
                          f"Paper: {PAPER}, Table 5 (GPT-3 175B, 18M parameters).")  # fmt: skip
         parts.append(f"## Table 6 (rank r): {title}, {scale}\n\n" + table6_markdown(table6(rs))
-                     + f"\n\nRuns: {names}.\nPaper: {PAPER}, Table 6 (GPT-3 175B).")  # fmt: skip
+                     + f"\n\n{CELL_RULE}\nRuns: {names}.\nPaper: {PAPER}, Table 6 (GPT-3 175B).")  # fmt: skip
     t18 = table18(rows)
     if t18:
         parts.append(
-            "## Table 18 (H.2, E2E by rank; the paper's GPT-2 M after 26,000 steps beside ours)\n\n"
+            "## Table 18 (H.2, E2E by rank; the paper's GPT-2 M after 26,000 steps beside ours; "
+            f"{aggregate_name('e2e')})\n\n"
             + markdown(
                 ["model", "r", "dev loss", "test BLEU", "paper val loss", "paper BLEU"],
                 [
@@ -682,8 +898,23 @@ def all_markdown(rows: list[dict]) -> str:
                     for r in t18
                 ],
             )
+            + others_note([(f"r={r['r']}", r["cell"]) for r in t18])
         )
+    parts.extend(_left_out(rows))
     return "\n\n".join(parts) + "\n"
+
+
+CELL_RULE = ("A cell is one configuration (the whole config equal but for the seed); where a row had several, "
+             "the one with the best mean dev score is shown with the values that tell it apart.")  # fmt: skip
+
+
+def _left_out(rows: list[dict]) -> list[str]:
+    """Notes under the tables: runs that are not in them (not complete) and folders `collect` skipped."""
+    notes = list(getattr(rows, "notes", []))
+    stopped = [f"{r['run']} ({r['status']})" for r in rows if r["status"] != "complete"]
+    if stopped:
+        notes.insert(0, f"left out of the tables, not complete: {', '.join(stopped)}")
+    return [f"Note: {n}." for n in notes]
 
 
 def save(rows: list[dict], out: Path) -> list[Path]:
@@ -698,7 +929,8 @@ def save(rows: list[dict], out: Path) -> list[Path]:
         n += 1
     files = [out / _versioned(name, n) for name in names]
     text = all_markdown(rows)
-    rows = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+    config = config_columns(rows)
+    rows = [{**{k: v for k, v in r.items() if not k.startswith("_")}, **config[i]} for i, r in enumerate(rows)]
     cols = [*COLUMNS, *sorted({k for r in rows for k in r} - set(COLUMNS))]
     with atomic_path(files[0]) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
@@ -707,6 +939,18 @@ def save(rows: list[dict], out: Path) -> list[Path]:
     write_text(json.dumps(rows, indent=1) + "\n", files[1])
     write_text(text, files[2])
     return files
+
+
+def config_columns(rows: list[dict]) -> list[dict]:
+    """Per row, the config keys in which the rows differ and no runs.csv column holds yet (method.init,
+    trainer.eval_limit, trainer.train_limit, ...), each as JSON (a key a run's config lacks: no value), so a
+    saved runs.csv regroups exactly as the run folders do (`rows_from_csv`)."""
+    configs = [r.get("_config", {}) for r in rows]
+    covered = tuple(_CSV_CONFIG.values())
+    named = {k for c in configs for k in c if k in _CAPTION_KEYS}  # what a figure's caption names
+    keys = [k for k in sorted({*_differing([{k: repr(v) for k, v in c.items()} for c in configs]), *named})
+            if not _swept(k, (*_HOUSEKEEPING, *covered))]  # fmt: skip
+    return [{k: json.dumps(c[k]) if k in c else None for k in keys} for c in configs]
 
 
 def _versioned(name: str, n: int) -> str:
@@ -721,15 +965,28 @@ def main(argv=None):
     p.add_argument(
         "--out", type=Path, default=None, help="folder for runs.csv, runs.json, tables.md (default RUNS_DIR)"
     )
+    p.add_argument("--aggregate", choices=("paper", "median", "mean"), default=AGGREGATE,
+                   help="how a cell sums up its seeds: paper (GLUE median [range], others mean ± std), median "
+                        "or mean everywhere")  # fmt: skip
     args = p.parse_args(argv)
+    set_aggregate(args.aggregate)
     try:
         rows = collect(args.runs_dir)
     except TablesError as err:
         sys.stderr.write(f"error: {err}\n")
         sys.exit(2)
-    print(all_markdown(rows))
-    for f in save(rows, args.out or args.runs_dir):
+    print(all_markdown(rows))  # its last lines: the notes on runs left out and folders skipped
+    beside = args.runs_dir.parent if args.runs_dir.is_file() else args.runs_dir  # RUNS_DIR may be a runs.csv
+    for f in save(rows, args.out or beside):
         print(f"saved {f}")
+
+
+def set_aggregate(how: str):
+    """`AGGREGATE` for the tables and figures that follow ("paper", "median" or "mean")."""
+    global AGGREGATE
+    if how not in ("paper", "median", "mean"):
+        raise TablesError(f"aggregate {how!r} is not one of paper, median, mean")
+    AGGREGATE = how
 
 
 if __name__ == "__main__":

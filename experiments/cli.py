@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,6 +53,7 @@ def check_config(argv: list[str], training: bool = True):
     """Exit with one line if the overrides do not compose or (`training`) hold a value training would refuse;
     multirun sweeps are left to Hydra and each job's own checks."""
     register()
+    check_launcher(argv)
     if any(a in ("-m", "--multirun", "--help", "-h", "--cfg", "-c", "--info") or a.startswith("--") for a in argv):
         return
     from omegaconf import OmegaConf
@@ -69,6 +72,23 @@ def check_config(argv: list[str], training: bool = True):
         check_values(cfg)
     except USER_ERRORS as err:
         sys.exit(f"error: {err}")
+
+
+def check_launcher(argv: list[str]):
+    """`hydra/launcher=slurm` submits with `sbatch`: ask the SLURM controller first (`scontrol ping`), so a machine
+    without one gets one line instead of submitit's 45-line traceback from `sbatch: fatal: ...`."""
+    if "hydra/launcher=slurm" not in (a.lstrip("+~") for a in argv):
+        return
+    how = "run on a login node of your cluster, or point SLURM_CONF at its slurm.conf"
+    if shutil.which("sbatch") is None or shutil.which("scontrol") is None:
+        sys.exit(f"error: hydra/launcher=slurm needs SLURM's sbatch and scontrol, which are not on PATH: {how}")
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+        answer = " ".join((ping.stdout + ping.stderr).split())
+    except subprocess.TimeoutExpired:
+        ping, answer = None, "scontrol ping gave no answer in 30 s"
+    if ping is None or ping.returncode != 0 or " is UP" not in answer:
+        sys.exit(f"error: no SLURM controller is reachable ({answer or 'scontrol ping failed'}): {how}")
 
 
 def check_values(cfg: dict):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from .tasks.generation import DEFAULTS
 def decode_run(run: Path, name: str, limit: int | None = None, split: str | None = None, settings: dict | None = None):
     """Decode and score a run's trained model again (other decoding settings, a subset, another split), into
     `RUN/decodes/<name>/`; the run's own files are left as they are."""
+    check_decode_name(name)
     out = run / DECODES_DIR / name
     if out.exists():
         raise RunError(f"{out} exists; choose another --name (decodes are never overwritten)")
@@ -49,6 +51,20 @@ def decode_run(run: Path, name: str, limit: int | None = None, split: str | None
     result |= {"seconds": round(time.time() - started, 1), "decoding": task.decoding, "decode_limit": limit}
     write_text(json.dumps(result, indent=2) + "\n", out / "scores.json")
     return result
+
+
+def check_decode_name(name: str):
+    """A decode's name is one folder under RUN/decodes/: a path (absolute, with separators, `..`) would write
+    outside the run folder, or over another decode.
+
+    >>> check_decode_name("beam4")
+    >>> check_decode_name("../x")
+    Traceback (most recent call last):
+    ...
+    experiments.runs.RunError: --name '../x' must be a plain folder name (letters, digits, '.', '-', '_'), not a path
+    """
+    if not isinstance(name, str) or not re.fullmatch(r"[\w.-]{1,255}", name) or name.strip(".") == "":
+        raise RunError(f"--name {name!r} must be a plain folder name (letters, digits, '.', '-', '_'), not a path")
 
 
 def main(argv=None):

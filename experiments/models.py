@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
@@ -71,10 +72,31 @@ def _conf(model: str | dict) -> dict:
 
 
 def check_loadable(model: str | dict):
-    """Refuse at once a model that has weights nowhere (GPT-3: parameter counts and estimates only)."""
+    """Refuse at once a model that has weights nowhere (GPT-3: parameter counts and estimates only), or only on
+    the hub while the hub is off and no copy of it is cached: one line before any data is read or folder made."""
     conf = _conf(model)
-    if not conf.get("random") and conf.get("hub") is None and local_weights(conf) is None:
+    if conf.get("random") or (conf.get("local") and importlib.util.find_spec(conf["local"]) is not None):
+        return
+    hub = conf.get("hub")
+    if hub is None:
         raise ModelError(f"model {conf['name']!r} has no weights anywhere; it can only be built on the meta device")
+    if not Path(hub).exists() and _hub_off() and not _cached(hub):
+        raise ModelError(
+            f"model {conf['name']!r} needs the hub ({hub}), which is off (HF_HUB_OFFLINE=1) and has no cached copy "
+            f"of it: run with HF_HUB_OFFLINE=0, or download it elsewhere and give model.hub=/path/to/folder"
+        )
+
+
+def _hub_off() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it, but now (it reads it once, at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _cached(repo_id: str) -> bool:
+    """Whether the hub's cache holds this model's config (what loading it offline needs first)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 def build(model: str | dict, head: str = "base", num_labels: int = 2, device: str | None = None, seed: int = 0):

@@ -3,7 +3,8 @@
 module spells out its file names.
 
     config.yaml        the composed config
-    metrics.json       final and best metrics, every evaluation, parameter counts, time, memory, versions
+    metrics.json       final and best metrics, every evaluation, parameter counts, time, memory, versions,
+                       the data read (each file's path under the data folder, size, SHA-256: `data_fingerprint`)
     adapter.safetensors (+ .json)   only the trained parameters, as training ended
     adapter-best.safetensors (+ .json)   the same at the best evaluation (the one metrics.json's "best" reports)
     log.txt            the log
@@ -11,7 +12,8 @@ module spells out its file names.
     tensorboard/       the same as TensorBoard event files, when tensorboardX is installed
     predictions/       what the task's last word wrote (NLG: the decoded test set and its references)
     decodes/NAME/      later decodes of the finished model (`python -m experiments.decode`)
-    checkpoints/step-N/   the latest complete checkpoint (COMPLETE, with the files' SHA-256, is written last)
+    checkpoints/step-N/   the latest complete checkpoint (COMPLETE, with the files' SHA-256, is written last);
+                       its state.json holds the data's fingerprint, which a resume checks (`check_data`)
     damaged-checkpoints/  checkpoints that failed their checksums, set aside (never resumed from, never deleted)
 
 Nothing is overwritten: a folder that holds a finished run, or a run of another config, is refused.
@@ -22,6 +24,7 @@ its COMPLETE marker is present and every file matches the checksum recorded ther
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import functools
@@ -33,8 +36,10 @@ import platform
 import resource
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +64,9 @@ SCALARS_FILE, TENSORBOARD_DIR = "scalars.csv", "tensorboard"
 DAMAGED_DIR = "damaged-checkpoints"
 CHECKPOINT_FILES = ("trainable.safetensors", "optimizer.pt", "state.json")
 
-IGNORED_KEYS = ("trainer.resume", "trainer.stop_after", "logger.")  # may change between a run and its resume
+# May change between a run and its resume; so may where the run folder is (moved to other storage) and where
+# its data is: the data's files are checked (`RunFolder.check_data`).
+IGNORED_KEYS = ("trainer.resume", "trainer.stop_after", "logger.", "trainer.output_dir", "task.data_dir")
 
 
 class RunError(ValueError):
@@ -108,6 +115,7 @@ class RunFolder:
         check_output_dir(self.path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            self._identity = _identity(self.path)
             self._lock()
         except OSError as err:
             raise RunError(f"cannot use {self.path} as the run folder ({err.strerror}); choose another") from None
@@ -199,6 +207,42 @@ class RunFolder:
             log.info("skipping checkpoint %s: %s", folder, problem)
         return None
 
+    def check_data(self, checkpoint: Path, data: dict) -> str | None:
+        """Refuse to resume from `checkpoint` on other data than it was trained on: every file it read (its
+        state.json's `data_fingerprint`) must be read again, of the same size and SHA-256, wherever the data
+        folder is now. A checkpoint of older code records none: returns a note saying so."""
+        saved = json.loads((checkpoint / "state.json").read_text()).get("data")
+        if not isinstance(saved, dict) or not isinstance(saved.get("files"), dict):
+            return f"{checkpoint} records no data fingerprint (older code): the data it was trained on is not checked"
+        then, now = saved["files"], data["files"]
+        for name in sorted(set(then) | set(now)):
+            if then.get(name) == now.get(name):
+                continue
+            if name not in now:
+                why = f"was read before (under {saved['root']}) and is not read now"
+            elif name not in then:
+                why = f"is read now and was not before (then under {saved['root']})"
+            else:
+                why = f"changed (size {then[name]['size']} -> {now[name]['size']} bytes, another SHA-256)"
+            raise RunError(
+                f"the data changed since {checkpoint.name}: {Path(data['root'] or '') / name} {why}; resume on the "
+                "data the run began with (LORA_DATA_DIR, task.data_dir) or start a new trainer.output_dir"
+            )
+        return None
+
+    def check_intact(self, *files: Path):
+        """Refuse to go on with a run folder removed or replaced while the run writes it, or that lost a file the
+        run wrote: a later write would make a new, empty folder, and a metrics.json there would claim files
+        that are gone."""
+        claimed = getattr(self, "_identity", None)  # set by `open`; a folder only read or tested has none
+        if claimed is not None and _identity(self.path) != claimed:
+            raise RunError(f"the run folder {self.path} was removed or replaced while the run wrote it; the run is "
+                           "not done: start it again in a new trainer.output_dir")  # fmt: skip
+        missing = [f.name for f in (self.path / CONFIG_FILE, *files) if not f.is_file()]
+        if missing:
+            raise RunError(f"{', '.join(missing)} vanished from {self.path} while the run wrote it; the run is not "
+                           "done: start it again in a new trainer.output_dir")  # fmt: skip
+
     def checkpoint_path(self, step: int) -> Path:
         return self.checkpoints / f"step-{step:07d}"
 
@@ -210,6 +254,7 @@ class RunFolder:
     def save_checkpoint(self, step: int, trainable: dict, optimizer: dict, state: dict):
         """Write our files into the checkpoint folder, then the marker with the checksums of every file in
         it (also those an engine wrote there first: DeepSpeed's partitions), then drop older checkpoints."""
+        self.check_intact()
         folder = self.checkpoint_path(step)
         write_safetensors(
             {k: v.detach().cpu().contiguous() for k, v in trainable.items()}, {}, folder / "trainable.safetensors"
@@ -247,40 +292,116 @@ class ScalarLog:
     installed), wandb (when the run has one). The CSV is appended to, one flushed line per value, unlike
     the folder's other files (rewriting it every step would cost more than the step): a killed run leaves
     at most one cut line, and a resumed one first drops every line past its checkpoint (`read_scalars`
-    skips a cut line)."""
+    skips a cut line). A write that fails (a full disk) is an OSError naming the file."""
 
     def __init__(self, folder: Path, step: int, wandb_run=None):
         file = folder / SCALARS_FILE
         kept = [r for r in read_scalars(folder) if r[0] <= step] if file.exists() else []
         with atomic_path(file) as tmp, open(tmp, "w", newline="") as f:
             csv.writer(f).writerows([("step", "tag", "value"), *kept])
+        self._path = file
         self._file = open(file, "a", newline="")  # noqa: SIM115 -- open until close()
         self._csv, self._wandb = csv.writer(self._file), wandb_run
-        self._tensorboard = _tensorboard_writer(folder / TENSORBOARD_DIR, step)
+        self._tensorboard = _TensorBoard.create(folder / TENSORBOARD_DIR, step)
 
     def log(self, step: int, values: dict[str, float]):
-        for tag, value in values.items():
-            self._csv.writerow((step, tag, repr(float(value))))
-            if self._tensorboard is not None:
-                self._tensorboard.add_scalar(tag, value, step)
-        self._file.flush()
+        with _naming(self._path):
+            for tag, value in values.items():
+                self._csv.writerow((step, tag, repr(float(value))))
+            self._file.flush()
+        if self._tensorboard is not None:
+            self._tensorboard.add(step, values)
         if self._wandb is not None:
             self._wandb.log(values, step=step)
 
     def close(self):
-        self._file.close()
+        """Close every file, also after a failed write (a second error would only hide the first): what
+        cannot be written now is said in one warning."""
+        closers = [(self._file.close, self._path)]
         if self._tensorboard is not None:
-            self._tensorboard.close()
+            closers.append((self._tensorboard.close, self._tensorboard.path))
+        for close, path in closers:
+            try:
+                close()
+            except OSError as err:
+                log.warning("could not finish %s: %s", path, err.strerror or err)
 
 
-def _tensorboard_writer(folder: Path, step: int):
-    """A TensorBoard writer that continues from `step` (events past it, from before a resume, are dropped
-    by TensorBoard's purge_step), or None when tensorboardX is not installed."""
+@contextlib.contextmanager
+def _naming(path: Path):
+    """An OSError of a write that names no file (a full disk: `[Errno 28] No space left on device`) names `path`."""
     try:
-        from tensorboardX import SummaryWriter
-    except ImportError:
+        yield
+    except OSError as err:
+        if err.filename:
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+
+
+class _TensorBoard:
+    """The run's scalars as a TensorBoard event file, written in this thread. tensorboardX's SummaryWriter
+    writes from a thread of its own and flushes again at exit, so a full disk there ends in tracebacks that no
+    one can catch; here a failed write is an OSError of the caller, and `close` leaves nothing behind."""
+
+    def __init__(self, folder: Path, step: int):
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+        from tensorboardX.record_writer import RecordWriter
+        from tensorboardX.summary import scalar
+
+        self._event, self._scalar = Event, scalar
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f"events.out.tfevents.{time.time_ns()}.{socket.gethostname()}"
+        self._writer = RecordWriter(str(self.path))
+        self._write(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        if step:  # TensorBoard hides the events at or past `step` of earlier files: those before a resume
+            self._write(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+
+    @classmethod
+    def create(cls, folder: Path, step: int) -> _TensorBoard | None:
+        """A writer continuing from `step`, or None when tensorboardX is not installed."""
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            return None
+        return cls(folder, step)
+
+    def _write(self, event):
+        with _naming(self.path):
+            self._writer.write(event.SerializeToString())
+
+    def add(self, step: int, values: dict[str, float]):
+        for tag, value in values.items():
+            self._write(self._event(wall_time=time.time(), step=step, summary=self._scalar(tag, float(value))))
+
+    def close(self):
+        try:
+            with _naming(self.path):
+                self._writer.flush()
+        finally:
+            with contextlib.suppress(OSError):  # closed even when the flush failed: nothing left to flush at exit
+                self._writer.close()
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of a folder, None when it is gone: a folder made again under the same name differs."""
+    try:
+        st = os.stat(folder)
+    except OSError:
         return None
-    return SummaryWriter(str(folder), purge_step=step or None)
+    return st.st_dev, st.st_ino
+
+
+def data_fingerprint(reads: dict[Path, dict], root: str | Path | None) -> dict:
+    """What a run read (`experiments.tasks.recording_reads`): each data file by its path under the task's
+    data folder `root` (so the same files elsewhere are the same data; a file outside it by its absolute
+    path), with its size and SHA-256."""
+
+    def name(file: Path) -> str:
+        with contextlib.suppress(ValueError, TypeError):
+            return Path(file).relative_to(root).as_posix()
+        return str(Path(file).absolute())
+
+    return {"root": None if root is None else str(root), "files": {name(f): reads[f] for f in sorted(reads)}}
 
 
 def sha256(file: Path) -> str:

@@ -15,6 +15,7 @@ import functools
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,8 +34,8 @@ from . import checkpoints, engines
 from .config import validate
 from .models import adapter_model, check_loadable, load_tokenizer, prepared_model
 from .preemption import Preemption
-from .runs import RunError, RunFolder, ScalarLog, code_version, environment
-from .tasks import Task, build_task, fitted
+from .runs import RunError, RunFolder, ScalarLog, code_version, data_fingerprint, environment
+from .tasks import Task, build_task, fitted, recording_reads
 
 log = logging.getLogger("lora.train")
 
@@ -120,6 +121,7 @@ class _Run:
     state: dict = field(default_factory=dict)
     wandb_run: object = None
     scalars: ScalarLog | None = None  # the main process's per-step scalars (CSV, TensorBoard, wandb)
+    eval_examples: dict = field(default_factory=dict)  # split -> {"used": n, "of": the split's size}
 
 
 def _train(cfg: dict, engine: engines.Engine) -> dict:
@@ -172,9 +174,16 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
 
     task = build_task(cfg["task"])
     task.preflight()
-    train_set = task.examples("train")[: t["train_limit"]] if t["max_steps"] != 0 else []
-    eval_sets = {s: task.examples(s)[: t["eval_limit"]] for s in task.eval_splits}
+    with recording_reads() as read:
+        train_set = task.examples("train")[: t["train_limit"]] if t["max_steps"] != 0 else []
+        whole = {s: task.examples(s) for s in task.eval_splits}
+    eval_sets = {s: examples[: t["eval_limit"]] for s, examples in whole.items()}
     task.check_before_training(eval_sets)
+    data = data_fingerprint(read, getattr(task, "dir", None))
+    if checkpoint is not None:  # before any model loads: a resume must train on the data it began with
+        note = engine.on_main(lambda: folder.check_data(checkpoint, data))
+        if note:
+            log.warning("%s", note)
     tokenizer = load_tokenizer(cfg["model"])
     rebuild = functools.partial(_model_for, cfg, task, tokenizer)
     model = rebuild()
@@ -190,9 +199,13 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     model = engine.prepare(model, _param_groups(model, t["weight_decay"]), t["lr"], warmup, total)
     r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, counts, total, per_epoch, special,
              rebuild)  # fmt: skip
+    # metrics.json says how much of each split was scored: a table heads a subset "dev accuracy, 64 of 872"
+    r.eval_examples = {s: {"used": len(eval_sets[s]), "of": len(whole[s])} for s in whole}
     r.state = {"step": 0, "epoch": 0, "batch": 0, "evals": [], "best": None, "loss": None, "train_seconds": 0.0}
     if checkpoint is not None:
         r.state = checkpoints.restore(checkpoint, engine)
+    r.state["data"] = data  # in every checkpoint (state.json): what a resume checks its data against
+    if checkpoint is not None:
         log.info("resumed from %s at step %d", checkpoint, r.state["step"])
     elif folder.damaged:
         log.warning("no good checkpoint left: training starts from step 0")
@@ -421,8 +434,11 @@ def _finish(r: _Run, model, started: float) -> dict:
         lora.merge(model)  # NLG decoding, the last thing the task does, runs at the base model's speed
     model.eval()
     final_started = time.time()
-    last_word = task.final(model, r.tokenizer, folder.predictions, r.engine.device,
-                           getattr(model, "special_tokens", None))  # fmt: skip
+    with recording_reads() as read:  # NLG: the test set, read only now
+        last_word = task.final(model, r.tokenizer, folder.predictions, r.engine.device,
+                               getattr(model, "special_tokens", None))  # fmt: skip
+    data = state["data"]
+    data = {**data, "files": {**data["files"], **data_fingerprint(read, data["root"])["files"]}}
     metrics = {
         "status": "complete",
         "model": cfg["model"]["name"],
@@ -432,10 +448,12 @@ def _finish(r: _Run, model, started: float) -> dict:
         "final": state["evals"][-1] if state["evals"] else {},
         "best": state["best"],
         "evals": state["evals"],
+        "eval_examples": r.eval_examples,
         **last_word,
         "steps": state["step"],
         "last_loss": state["loss"],
         "params": {"trainable": r.counts.trainable, "total": r.counts.total, "by_type": r.counts.by_type},
+        "data": data,
         "wall_seconds": round(time.time() - started, 1),
         "train_seconds": train_seconds,
         "final_seconds": round(time.time() - final_started, 1),
@@ -443,6 +461,7 @@ def _finish(r: _Run, model, started: float) -> dict:
         **({"evaluated_adapter": cfg["trainer"]["eval_adapter"]} if cfg["trainer"]["eval_adapter"] else {}),
         **environment(),
     }
+    folder.check_intact(folder.adapter, folder.best_adapter)  # never "done" over files that are not there
     folder.write_metrics(metrics)
     folder.drop_checkpoints()  # finished: the adapter holds the result, optimizer states are dead weight
     log.info("done: best %s = %.4f%s; run folder %s", metrics["metric"], state["best"][metrics["metric"]],
@@ -460,11 +479,30 @@ def _log_to(file: Path | None):
     handlers = [logging.StreamHandler()]
     if file:
         file.parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(file))
+        handlers.append(_LogFile(file))
     for handler in handlers:
         handler.setFormatter(fmt)
         log.addHandler(handler)
     log.propagate = False
+
+
+class _LogFile(logging.FileHandler):
+    """The run's log.txt. A line that cannot be written (a full disk) is said once, in one line on the terminal,
+    and the file is given up: logging's default prints a traceback for it and for every later line."""
+
+    failed = False
+
+    def emit(self, record):
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record):
+        self.failed = True
+        err = sys.exc_info()[1]
+        with contextlib.suppress(OSError):
+            self.close()
+        why = getattr(err, "strerror", None) or err
+        print(f"warning: cannot write {self.baseFilename} ({why}); the log goes on here only", file=sys.stderr)
 
 
 def _wandb(cfg: dict, folder: Path):

@@ -12,10 +12,11 @@ import errno
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .config import LoRAError
@@ -45,23 +46,39 @@ class atomic_path:
         self.file = Path(file)
 
     def __enter__(self) -> str:
-        fd, self.tmp = tempfile.mkstemp(dir=self.file.parent, prefix=f".{self.file.name}.", suffix=TMP_SUFFIX)
+        try:
+            fd, self.tmp = tempfile.mkstemp(dir=self.file.parent, prefix=f".{self.file.name}.", suffix=TMP_SUFFIX)
+        except OSError as err:  # no write permission, a full disk: said of the file meant, not of its temporary
+            raise OSError(err.errno, err.strerror, str(self.file)) from None
         os.close(fd)
         os.chmod(self.tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; results are for the whole team
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
-            full = issubclass(exc_type, RuntimeError) and shutil.disk_usage(self.file.parent).free < 1 << 20
             os.unlink(self.tmp)
-            if full:  # torch.save says only "basic_ios::clear" or "PytorchStreamWriter failed" on a full disk
+            if issubclass(exc_type, OSError) and exc.filename in (None, self.tmp):  # a write names no file
+                raise OSError(exc.errno, exc.strerror or str(exc), str(self.file)) from None
+            if issubclass(exc_type, RuntimeError | SafetensorError) and _disk_full(exc, self.file.parent):
+                # torch.save says only "basic_ios::clear" or "PytorchStreamWriter failed", safetensors raises
+                # its own SafetensorError: one OSError for all, as a full disk is the machine's, not the code's
                 why = str(exc).splitlines()[0] if str(exc) else exc_type.__name__
-                raise OSError(errno.ENOSPC, f"No space left on device ({why})", str(self.file)) from None
+                said = "No space left on device" + ("" if "os error 28" in why else f" ({why})")
+                raise OSError(errno.ENOSPC, said, str(self.file)) from None
             return False
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.file)
+        try:
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.file)
+        except OSError as err:
+            os.unlink(self.tmp)
+            raise OSError(err.errno, err.strerror, str(self.file)) from None
         return False
+
+
+def _disk_full(err: Exception, folder: Path) -> bool:
+    """Whether a writer's own error type hides a full disk (its message, or under 1 MiB left)."""
+    return "os error 28" in str(err) or shutil.disk_usage(folder).free < 1 << 20
 
 
 def unused_path(path: Path) -> Path:
@@ -85,17 +102,42 @@ def is_temporary(path: Path) -> bool:
 
 
 def write_text(text: str, file: Path):
-    file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(file) as tmp, open(tmp, "w") as f:
+    with writing(Path(file)) as tmp, open(tmp, "w") as f:
         f.write(text)
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], file: Path):
-    file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(file) as tmp:
+    with writing(Path(file)) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", **metadata})
+
+
+# Errors that say the path cannot hold a file (a file where a folder must be, a folder where the file must be,
+# no permission, a read-only file system, a name too long), as against a disk that fails or fills.
+_PATH_ERRNOS = {errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG}
+
+
+@contextmanager
+def writing(file: Path):
+    """`atomic_path` of `file` after making its folder; a path that cannot hold the file is one `LoRAError`."""
+    if "\0" in str(file):  # the OS's ValueError would name neither the file nor the fix
+        raise LoRAError(f"cannot write {str(file)!r}: a path cannot hold a NUL character; choose another path")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(file) as tmp:
+            yield tmp
+    except OSError as err:
+        if err.errno not in _PATH_ERRNOS:
+            raise
+        raise LoRAError(f"cannot write {file}: {_why_unwritable(file, err)}; choose another path") from None
+
+
+def _why_unwritable(file: Path, err: OSError) -> str:
+    if err.errno == errno.ENAMETOOLONG:
+        return "a name in it is longer than the file system allows"
+    if file.is_dir():
+        return "it is a folder"
+    blocker = next((p for p in file.parents if p.exists() and not p.is_dir()), None)
+    return f"{blocker} is a file, not a folder" if blocker else (err.strerror or type(err).__name__)
 
 
 def read_safetensors(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

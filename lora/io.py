@@ -78,7 +78,7 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     file = _adapter_file(path)
     tensors, meta = read_safetensors(file)
     if "lora_config" not in meta:
-        raise LoRAError(f"{file} has no LoRA config in its header; it was not written by lora.save")
+        raise LoRAError(f"{file} has no LoRA config in its header: {_what_else(file, tensors)}")
     config = config_from_meta(meta, file)
     check_model_type(model, meta.get("model_type", ""), meta.get("base_model", "?"), file)
     attach(model, config, source=file)
@@ -99,6 +99,18 @@ def _adapter_file(path: Path) -> Path:
     if path.suffix:
         raise LoRAError(f"{path}: an adapter path is a .safetensors file or a folder")
     return path / ADAPTER_FILE
+
+
+def _what_else(file: Path, tensors: dict) -> str:
+    """What an adapter-like safetensors file without our header is, and how to load it."""
+    if any(k.endswith((".lora_A.weight", ".lora_embedding_A")) for k in tensors):
+        return "it is PEFT's adapter weights; give lora.load the folder holding it and its adapter_config.json"
+    if any(k.endswith(".lora_A") for k in tensors):
+        return (
+            "it is a loralib state dict (microsoft/LoRA's layers, saved whole by the HF Trainer): read it with "
+            "lora.load_loralib(model, file, alpha=...), alpha being its training script's"
+        )
+    return "it was not written by lora.save and holds no LoRA matrices"
 
 
 def _portable(name: str) -> str:

@@ -18,10 +18,12 @@ from torch import nn
 from .config import LoRAConfig, LoRAError
 from .families import family_of
 from .files import read_safetensors, write_safetensors, write_text
+from .loralib_format import read_checkpoint
 from .model import lora_layers
 from .state import attach, base_model_name, check_model_type, config_from_meta, config_of, load_tensors, trainable_state
 
 WEIGHTS = "adapter_model.safetensors"
+PICKLED = "adapter_model.bin"
 CONFIG = "adapter_config.json"
 PREFIX = "base_model.model."
 
@@ -103,10 +105,14 @@ def load_peft(model: nn.Module, folder: Path) -> nn.Module:
         cfg = json.loads((folder / CONFIG).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise LoRAError(f"{folder / CONFIG} is not a readable JSON file ({err})") from None
+    _check_types(cfg, folder / CONFIG)
     _check_supported(cfg, folder / CONFIG)
-    if not (folder / WEIGHTS).exists():
-        raise LoRAError(f"{folder} has no {WEIGHTS} (pickled .bin adapters are not loaded, for safety)")
-    tensors, meta = read_safetensors(folder / WEIGHTS)
+    if (folder / WEIGHTS).exists():
+        tensors, meta = read_safetensors(folder / WEIGHTS)
+    elif (folder / PICKLED).exists():  # PEFT's safe_serialization=False; read as plain tensors only, as PEFT does
+        tensors, meta = read_checkpoint(folder / PICKLED), {}
+    else:
+        raise LoRAError(f"{folder} has {CONFIG} but neither {WEIGHTS} nor {PICKLED}; copy the adapter's weights too")
     if "lora_config" in meta:
         check_model_type(model, meta.get("model_type", ""), str(cfg.get("base_model_name_or_path")), folder)
         config = config_from_meta(meta, folder / WEIGHTS)
@@ -129,13 +135,27 @@ def load_peft(model: nn.Module, folder: Path) -> nn.Module:
             ours[f"{name}.lora_A.{t}"] = A[cols]
             ours[f"{name}.lora_B.{t}"] = _rescale(B[s.offset : s.offset + s.width, cols], peft_scale / s.scale)
             row += s.rank
-    for key, t in tensors.items():
-        path = key.removeprefix(PREFIX).replace(".base_layer.", ".base.")
-        ours[path] = t
+    for key, t in sorted(tensors.items(), key=lambda item: _WRAPPED not in item[0]):  # as PEFT: the plain key wins
+        if (path := _our_name(key)) is not None:
+            ours[path] = t
     if not cfg.get("ensure_weight_tying"):
         _untie_saved_embedding(model, ours)
     load_tensors(model, ours, source=folder, base_model=str(cfg.get("base_model_name_or_path")))
     return model
+
+
+_WRAPPED = ".modules_to_save."
+
+
+def _our_name(key: str) -> str | None:
+    """Our parameter name for a tensor of a PEFT adapter file; None for the untrained copy that PEFT keeps of a
+    module in `modules_to_save` (``NAME.original_module.*``, used only with the adapter off). A file with
+    ``bias="all"`` also holds a module's trained copy under ``NAME.modules_to_save.ADAPTER.*`` beside ``NAME.*``;
+    PEFT loads the latter into the copy, and so do we."""
+    path = key.removeprefix(PREFIX)
+    if ".original_module." in path:
+        return None
+    return re.sub(rf"{re.escape(_WRAPPED)}[^.]+\.", ".", path).replace(".base_layer.", ".base.")
 
 
 def _untie_saved_embedding(model: nn.Module, tensors: dict[str, torch.Tensor]):
@@ -168,6 +188,57 @@ def _peft_scale(cfg: dict, module: str, rank: int) -> float:
             alpha = value
             break
     return alpha / (math.sqrt(rank) if cfg.get("use_rslora") else rank)
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _count(v, least: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+
+def _table(v, value_ok) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and value_ok(x) for k, x in v.items())
+
+
+def _names(v) -> bool:
+    return isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
+
+
+def _indices(v) -> bool:
+    return _count(v, 0) or (isinstance(v, list) and all(_count(x, 0) for x in v))
+
+
+# What each field read from adapter_config.json must hold (null is "unset" everywhere, as PEFT writes it).
+_TYPES = {
+    "a string": (lambda v: isinstance(v, str),
+                 ("peft_type", "task_type", "base_model_name_or_path", "revision", "peft_version", "bias")),
+    "a positive integer": (lambda v: _count(v, 1), ("r",)),
+    "a finite number": (_number, ("lora_alpha", "lora_dropout")),
+    "true or false": (lambda v: isinstance(v, bool),
+                      ("fan_in_fan_out", "use_rslora", "inference_mode", "ensure_weight_tying")),
+    "a name or a list of names": (_names, ("target_modules", "modules_to_save", "exclude_modules", "layers_pattern")),
+    "an object of module patterns to positive integers": (lambda v: _table(v, lambda x: _count(x, 1)),
+                                                          ("rank_pattern",)),
+    "an object of module patterns to finite numbers": (lambda v: _table(v, _number), ("alpha_pattern",)),
+    "a block index or a list of them": (_indices, ("layers_to_transform",)),
+    "true, false or a method's name": (lambda v: isinstance(v, bool | str), ("init_lora_weights",)),
+    "an object": (lambda v: isinstance(v, dict), ("auto_mapping",)),
+}  # fmt: skip
+
+
+def _check_types(cfg, source: Path):
+    """Every field this library reads has PEFT's JSON type, so a hand-edited config fails in one line."""
+    if not isinstance(cfg, dict):
+        raise LoRAError(f"{source} holds a JSON {type(cfg).__name__}, not an object of PEFT settings; "
+                        "it is not a PEFT adapter_config.json")  # fmt: skip
+    for kind, (ok, fields) in _TYPES.items():
+        for key in fields:
+            value = cfg.get(key)
+            if value is not None and not ok(value):
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                raise LoRAError(f"{source}: {key} must be {kind}, got {shown}")
 
 
 def _check_supported(cfg: dict, source: Path):

@@ -74,6 +74,7 @@ def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pat
                 f"{source} does not fit this model: {k} is {tuple(t.shape)} in the file but "
                 f"{tuple(params[k].shape)} in the model; it was trained on {base_model}"
             )
+        _check_values(k, t, source)
     layers = list(lora_layers(model))
     wanted = [f"{n}.lora_{m}.{t}" for n, layer in layers for t in layer.slots for m in "AB"]
     if not partial:
@@ -88,6 +89,16 @@ def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pat
         params[k].copy_(t)
     for layer in merged:
         layer.merge()
+
+
+def _check_values(name: str, t: torch.Tensor, source: Path):
+    """A trained tensor is floating point and finite: an integer one (quantized, or not weights at all) would be
+    cast silently, a NaN or infinity would make every output NaN."""
+    if not t.is_floating_point():
+        raise LoRAError(f"{source}: {name} holds {t.dtype} values, not floating-point weights; the file is not an "
+                        "adapter of plain weights")  # fmt: skip
+    if not bool(torch.isfinite(t).all()):
+        raise LoRAError(f"{source}: {name} holds NaN or infinite values; the training that wrote it diverged")
 
 
 def base_model_name(model: nn.Module) -> str:

@@ -173,7 +173,7 @@ CASES = [
     # data files
     ("data missing", lambda t: {"d": glue_dir(t, "absent")}, [*TINY, "task.data_dir={d}", "task.hub=false"],
      "GLUE rte train not found"),
-    ("data empty", lambda t: {"d": glue_dir(t, "")}, [*TINY, "task.data_dir={d}"], "holds no examples"),
+    ("data empty", lambda t: {"d": glue_dir(t, "")}, [*TINY, "task.data_dir={d}"], "is empty"),
     ("data wrong columns", lambda t: {"d": glue_dir(t, "id\ttext\tlabel\n0\thi\t1\n")}, [*TINY, "task.data_dir={d}"],
      "lacks the columns"),
     ("data invalid UTF-8", lambda t: {"d": glue_dir(t, "\n".join(RTE).encode() + b"\xff\xfe bad\n")},

@@ -29,9 +29,11 @@ from analysis.notebooks import fresh_folder
 from lora.files import unused_path
 
 RUNS = Path(os.environ.get("LORA_RUNS_DIR", "runs"))
-OUT = Path(os.environ.get("LORA_ANALYSIS_OUT") or fresh_folder(RUNS / "analysis"))  # never over earlier outputs
-OUT.mkdir(parents=True, exist_ok=True)
+BESIDE = RUNS.parent if RUNS.is_file() else RUNS  # RUNS may be a runs.csv
+OUT = Path(os.environ.get("LORA_ANALYSIS_OUT") or fresh_folder(BESIDE / "analysis"))  # never over earlier outputs
+tables.set_aggregate(os.environ.get("LORA_AGGREGATE", "paper"))  # GLUE: median [range]; others: mean ± std
 rows = tables.collect(RUNS)
+OUT.mkdir(parents=True, exist_ok=True)
 print(f"{len(rows)} runs under {RUNS}")
 
 # %%

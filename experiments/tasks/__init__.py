@@ -8,7 +8,7 @@ import typing
 
 from baselines.prefix import DECODERS
 
-from .base import Example, Task, TaskError, type_mismatch
+from .base import Example, Task, TaskError, read_data, recording_reads, type_mismatch
 from .glue import SPECS as GLUE_TASKS
 from .glue import GlueTask
 from .nlg import SPECS as NLG_TASKS
@@ -75,4 +75,4 @@ def fitted(task: Task, positions: int) -> Task:
 
 
 __all__ = ["GLUE_TASKS", "NLG_TASKS", "PROMPT_TASKS", "Example", "GlueTask", "NLGTask", "PromptTask", "Task",
-           "TaskError", "build_task", "check_run", "fitted"]  # fmt: skip
+           "TaskError", "build_task", "check_run", "fitted", "read_data", "recording_reads"]  # fmt: skip

@@ -9,13 +9,18 @@ stand in an input is the task's business, what they are is the method's.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
+
+from lora.files import read_text
 
 Special = dict[str, list[int]] | None
 
@@ -83,6 +88,38 @@ def type_mismatch(value, hint) -> str | None:
         return None
     return " or ".join(_TYPE_NAMES[kind] + (" (not empty)" if kind is str else "") for kind in _TYPE_NAMES
                        if kind in allowed)  # fmt: skip
+
+
+# --- the one place a task reads a data file ---------------------------------------------------------------------
+
+# The files read inside `recording_reads()` (none outside one): what a run's data fingerprint is made of.
+_reads: contextvars.ContextVar[dict[Path, dict] | None] = contextvars.ContextVar("task_data_reads", default=None)
+
+
+def read_data(path: str | Path, hint: str = "") -> str:
+    """The text of a task's data file (`lora.files.read_text`'s one-line errors, as `TaskError`). Every reader
+    of every task reads its files through here, so a run can say which files it read (`recording_reads`)."""
+    file = Path(path)
+    if file.exists() and not file.is_file() and not file.is_dir():  # /dev/zero would be read for ever
+        raise TaskError(f"{file} is not a regular file (a device, a pipe, a socket); give the data file itself")
+    text = read_text(file, TaskError, hint=hint)
+    reads = _reads.get()
+    if reads is not None:
+        with open(file, "rb") as f:  # streamed: cheap next to parsing the file, whatever its size
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        reads[file] = {"size": file.stat().st_size, "sha256": digest}
+    return text
+
+
+@contextlib.contextmanager
+def recording_reads() -> Iterator[dict[Path, dict]]:
+    """Collect every data file `read_data` reads inside the block: {path: {"size": bytes, "sha256": hex}}."""
+    reads: dict[Path, dict] = {}
+    token = _reads.set(reads)
+    try:
+        yield reads
+    finally:
+        _reads.reset(token)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ hub's `nyu-mll/glue` when the files are absent and the hub is reachable.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import sys
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 
 from ..metrics.glue import glue_metrics
 from ..paths import data_dir
-from .base import Example, TaskError, insert_special_tokens
+from .base import Example, TaskError, insert_special_tokens, read_data
 
 
 @dataclass(frozen=True)
@@ -177,13 +178,11 @@ def read_tsv(file: Path, spec: GlueSpec) -> list[Example]:
     """Rows of a GLUE TSV file (quotes are literal text in GLUE, hence QUOTE_NONE; MRPC has a BOM)."""
     # csv refuses a field over 128 KiB by default; a long text is still a text (the tokenizer truncates it)
     csv.field_size_limit(sys.maxsize)
+    reader = csv.DictReader(io.StringIO(read_data(file), newline=""), fieldnames=spec.header, delimiter="\t",
+                            quoting=csv.QUOTE_NONE)  # fmt: skip
     try:
-        with open(file, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, fieldnames=spec.header, delimiter="\t", quoting=csv.QUOTE_NONE)
-            rows = list(reader)
-    except UnicodeDecodeError as err:
-        raise TaskError(f"{file} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
-    except csv.Error as err:  # e.g. a NUL byte
+        rows = list(reader)
+    except csv.Error as err:
         raise TaskError(f"{file} line {reader.line_num} cannot be read as TSV ({err})") from None
     if not rows:
         raise TaskError(f"{file} holds no examples")

@@ -36,9 +36,7 @@ from pathlib import Path
 
 import defusedxml.ElementTree as SafeET
 
-from lora.files import read_text
-
-from .base import TaskError
+from .base import TaskError, read_data
 
 # The 10 categories of WebNLG 2017 train/dev; the test set adds 5 unseen ones.
 SEEN_CATEGORIES = frozenset(
@@ -60,7 +58,7 @@ class Record:
 
 def read_data_file(path: str | Path) -> tuple[Path, str]:
     """The file's text, or a TaskError naming the file (missing, a folder, not UTF-8, empty)."""
-    return Path(path), read_text(path, TaskError, hint="put the released data file there or set LORA_DATA_DIR")
+    return Path(path), read_data(path, hint="put the released data file there or set LORA_DATA_DIR")
 
 
 def _check(ok: bool, file: Path, what: str) -> None:

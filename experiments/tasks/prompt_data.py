@@ -30,9 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lora.files import read_text
-
-from .base import TaskError
+from .base import TaskError, read_data
 from .glue import SPECS as GLUE_SPECS
 from .glue import read_tsv
 
@@ -54,7 +52,7 @@ def read_samsum(folder: Path, split: str) -> list[tuple[str, str, str]]:
     if split not in _SAMSUM_FILES:
         raise TaskError(f"SAMSum has no split {split!r}; choose from {', '.join(_SAMSUM_FILES)}")
     file = Path(folder) / _SAMSUM_FILES[split]
-    data = _json(file, read_text(file, TaskError, hint=_SAMSUM_HINT))
+    data = _json(file, read_data(file, hint=_SAMSUM_HINT))
     _check(isinstance(data, list) and bool(data), file, "the top level is not a non-empty list of dialogues")
     return [_samsum_item(file, i, item) for i, item in enumerate(data, 1)]
 
@@ -101,7 +99,7 @@ def read_mnli(folder: Path, split: str) -> list[tuple[str, str, str]]:
 
 def _mnli_jsonl(file: Path) -> list[tuple[str, str, str]]:
     out = []
-    for n, line in enumerate(read_text(file, TaskError).splitlines(), 1):
+    for n, line in enumerate(read_data(file).splitlines(), 1):
         if not line.strip():
             continue  # a trailing blank line is not a pair
         row = _json(file, line, f"line {n}")

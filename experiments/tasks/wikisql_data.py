@@ -20,10 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lora.files import read_text
-
 from ..metrics.wikisql import AGG_OPS, COND_OPS
-from .base import TaskError
+from .base import TaskError, read_data
 
 WIKISQL_FILES = {
     "train": ("train.jsonl", "train.tables.jsonl"),
@@ -62,7 +60,7 @@ def read_wikisql(folder: str | Path, split: str) -> list[WikiSQLExample]:
 
 def _json_lines(file: Path):
     """(line number, JSON object) for every non-blank line."""
-    text = read_text(file, TaskError, hint=f"{_GET_DATA} {file.parent}")
+    text = read_data(file, hint=f"{_GET_DATA} {file.parent}")
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -39,11 +43,26 @@ def test_every_notebook_executes_on_the_fixture(tiny_runs, tmp_path, capfd):
                                 "r=64 seed 1": "section7/r64-s1"}  # fmt: skip
     printed = capfd.readouterr()  # the kernels' stderr too: no log noise from them ("running over TCP")
     assert "outputs in" in printed.out and "WARNING" not in printed.err
+    rerun_from_its_own_folder(out, tmp_path / "rerun")
     # run again: a new folder beside the first, which stays as it was
     before = {p: p.read_bytes() for p in out.iterdir() if p.suffix in (".png", ".json")}
     run_notebooks([str(tiny_runs), "--out", str(out), "--only", "tables"])
     assert (tmp_path / "analysis-2" / "tables.ipynb").exists()
     assert {p: p.read_bytes() for p in out.iterdir() if p.suffix in (".png", ".json")} == before
+
+
+def rerun_from_its_own_folder(out: Path, rerun: Path):
+    """`jupyter nbconvert --execute` of each executed notebook in its own folder, none of the runner's
+    variables set but where to write: it finds its runs and this repository from what it recorded."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LORA_RUNS_DIR", "PYTHONPATH")}
+    env["LORA_ANALYSIS_OUT"] = str(rerun)  # not beside the session's shared runs folder
+    nbconvert = Path(sys.executable).parent / "jupyter-nbconvert"
+    names = [f"{source.stem}.ipynb" for source in notebooks()]
+    done = subprocess.run([nbconvert, "--to", "notebook", "--execute", "--output-dir", str(rerun / "notebooks"),
+                           *names], cwd=out, env=env, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (out / "runs").exists()  # was: an empty runs/analysis left in the notebook's folder
+    assert len(json.loads((rerun / "runs.json").read_text())) == 4 and (rerun / "figure3_r8_vs_r64.png").exists()
 
 
 def test_notebook_runner_refuses_a_folder_without_runs(tmp_path, capsys):

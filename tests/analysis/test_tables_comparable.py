@@ -47,20 +47,23 @@ def test_groups_split_models_tasks_metrics_and_protocols(mixed):
 def test_a_cell_averages_only_the_seeds_of_one_configuration(mixed):
     (_, rte), *_ = tables.groups(mixed, tables.SWEPT["lora"])
     qv = next(row for row in tables.table6(rte) if row["weight_type"] == "W_q, W_v")
-    assert qv["r=8"]["ours"] == {"mean": pytest.approx(65.0), "std": pytest.approx(7.0710678), "n": 2}  # (60+70)/2
-    assert qv["r=4"]["ours"] == {"mean": pytest.approx(65.0), "std": 0.0, "n": 1}
+    mean_std = lambda a: {k: a[k] for k in ("mean", "std", "n")}
+    assert mean_std(qv["r=8"]["ours"]) == {"mean": pytest.approx(65.0), "std": pytest.approx(7.0710678), "n": 2}
+    assert mean_std(qv["r=4"]["ours"]) == {"mean": pytest.approx(65.0), "std": 0.0, "n": 1}
     assert qv["r=1"]["ours"]["n"] == 0
 
 
 def test_the_markdown_keeps_tasks_and_metrics_apart_and_finds_e2e_test_scores(mixed):
     text = tables.all_markdown(mixed)
-    assert "## Table 6 (rank r): tiny_bert / rte / dev/accuracy (trainer.lr=0.001), ours x100" in text
-    assert "## Table 6 (rank r): tiny_gpt2 / e2e / dev/loss, ours as measured" in text
-    assert "65.0 ± 7.1 (n=2)" in text and "GLUE x100" not in text
+    assert "## Table 6 (rank r): tiny_bert / rte / dev/accuracy, ours x100, median over seeds [min, max]" in text
+    assert "## Table 6 (rank r): tiny_gpt2 / e2e / dev/loss, ours as measured, mean ± std over seeds" in text
+    # r=8: lr 1e-3 (60, 70) is chosen over lr 1e-2 (55) by its mean dev score, and named; 1e-2 listed under it
+    assert "65.0 [60.0, 70.0] (n=2) [lr=0.001]" in text and "GLUE x100" not in text
+    assert "- W_q, W_v r=8: lr=0.01: 55.0 (runs rte-lr)" in text
     # Before, E2E test scores were collected as "test/test/BLEU" and Table 18's test BLEU was always "-".
     e2e = next(r for r in mixed if r["task"] == "e2e")
     assert e2e["test/BLEU"] == 0.5 and "test/test/BLEU" not in e2e
-    assert "| tiny_gpt2 | 8 | 2.0 | 50.00 |" in text
+    assert "| tiny_gpt2 | 8 | 2.000 | 50.00 |" in text
 
 
 def test_the_saved_files_hold_no_internal_columns(mixed, tmp_path):
@@ -106,8 +109,16 @@ def test_figure2_has_a_figure_per_comparable_group_and_a_point_per_configuration
         "lora W_q, W_v, trainer.lr=0.01": [(800, pytest.approx(55.0), 0.0, 1, ["rte-lr"])],
     }  # fmt: skip
     e2e = found["tiny_gpt2 / e2e / dev/loss"]  # a loss stays as measured: never x100 beside accuracies
-    assert not e2e["x100"] and e2e["series"] == {
-        "lora W_q, W_v": [{"trainable": 800, "mean": 2.0, "std": 0.0, "n": 1, "size": "q=8,v=8", "runs": ["e2e"]}]
+    (point,) = e2e["series"]["lora W_q, W_v"]
+    assert not e2e["x100"] and list(e2e["series"]) == ["lora W_q, W_v"]
+    assert {k: point[k] for k in ("trainable", "value", "how", "std", "n", "size", "runs")} == {
+        "trainable": 800,
+        "value": 2.0,
+        "how": "mean",
+        "std": 0.0,
+        "n": 1,
+        "size": "q=8,v=8",
+        "runs": ["e2e"],
     }
 
 
@@ -121,7 +132,7 @@ def test_figure2_names_metric_task_and_model_and_saves_its_points(mixed, tmp_pat
     png = figures.score_vs_params(rte, tmp_path / "figure2.png")
     ax = drawn["fig"].axes[0]
     assert ax.get_ylabel() == "best dev accuracy x100 on rte" and ax.get_xlabel() == "trainable parameters"
-    assert ax.get_title() == "tiny_bert on rte" and ax.get_xscale() == "log"
+    assert ax.get_title() == "Figure 2: tiny_bert on rte, best dev accuracy x100" and ax.get_xscale() == "log"
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == sorted(rte["series"])
     assert png.stat().st_size > 10_000 and json.loads(png.with_suffix(".json").read_text()) == json.loads(
         json.dumps(rte)

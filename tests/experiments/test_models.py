@@ -35,5 +35,17 @@ def test_unknown_model_is_named_with_the_known_ones():
 
 def test_unreachable_hub_model_says_how_to_use_local_weights(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelError, match="cannot load 'gpt2_small' .* set hub: /path/to/folder"):
+    with pytest.raises(ModelError, match="'gpt2_small' needs the hub .*HF_HUB_OFFLINE=0.* model.hub=/path/to/folder"):
         build("gpt2_small")
+
+
+def test_a_hub_model_is_refused_before_anything_runs_when_the_hub_is_off(monkeypatch, tmp_path):
+    """`python run.py model=roberta_base ...` offline used to read the data, then fail building the model."""
+    from experiments.cli import check_config
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match="'roberta_base' needs the hub"):
+        check_config(["model=roberta_base", "task=rte", f"trainer.output_dir={tmp_path}/run"])
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # with the hub on, loading is left to the run
+    check_config(["model=roberta_base", "task=rte", f"trainer.output_dir={tmp_path}/run"])

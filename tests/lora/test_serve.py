@@ -43,7 +43,8 @@ def get(url: str) -> tuple[int, dict]:
 def serve(family: str, task: str, files: dict, **limits) -> Server:
     model = tiny(family)
     bank = lora.multi.load(model, files)
-    return Server(BatchRunner(model, CharTokenizer(128), bank, task, Limits(**limits)), port=0)
+    # base_head: the tiny model's classifier is seeded, the same one `reference` uses for no adapter
+    return Server(BatchRunner(model, CharTokenizer(128), bank, task, Limits(**limits), base_head=True), port=0)
 
 
 _MODELS = {}
@@ -267,7 +268,7 @@ def test_a_half_sent_request_times_out_and_frees_its_thread(tmp_path):
     import time
 
     files = save_adapters("bert", tmp_path)
-    with serve("bert", "classify", files, socket_timeout_s=0.5) as server:
+    with serve("bert", "classify", files, request_timeout_s=0.5) as server:
         host, port = server.httpd.server_address[:2]
         with socket.create_connection((host, port)) as slow:
             slow.sendall(b'POST /classify HTTP/1.1\r\nContent-Length: 100\r\n\r\n{"text": ')
