@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -26,12 +28,73 @@ USER_ERRORS = (LoRAError, MethodError, ModelError, RunError, TaskError, JavaMiss
                OSError)  # fmt: skip
 
 
+# The paper's recipe for each model and task it ran LoRA on, and the table of the paper it comes from: the one
+# place that says so. `model=M task=T` with method lora (the default) composes in conf/experiment/M_T.yaml, whose
+# header says where it departs from the paper; GPT-3's rows (Table 12) run on open stand-ins.
+_GLUE = ("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb")
+RECIPES: dict[tuple[str, str], str] = {
+    **{(model, task): "Table 9" for model in ("roberta_base", "roberta_large") for task in _GLUE},
+    **{("deberta_v2_xxlarge", task): "Table 10" for task in _GLUE},
+    **{(model, task): "Table 11" for model in ("gpt2_medium", "gpt2_large") for task in ("e2e", "webnlg", "dart")},
+    **{
+        (model, task): "Table 12"
+        for model in ("llama3_8b", "smollm2_135m")
+        for task in ("wikisql", "samsum", "mnli_gen")
+    },
+}
+_RECIPE_GROUPS = ("experiment", "sweep", "gpt3_row", "mnli_n")  # configs that set the trainer themselves
+
+
+def recipe(overrides: list[str]) -> tuple[str | None, str]:
+    """The preset `overrides` compose in (None: none) and the line that says so ("" when there is nothing to say).
+    A preset is composed in for `model=M task=T` with LoRA when the paper ran (M, T) and nothing else names the
+    trainer's settings (an experiment, a sweep, a GPT-3 row); `experiment=none` (conf/experiment/none.yaml) opts
+    out."""
+    named = {}
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        named[key] = value
+    if any(group in named for group in _RECIPE_GROUPS):
+        return None, ""
+    model, method, task = (named.get(group, _default(group)) for group in ("model", "method", "task"))
+    if any(c in value for value in (model, method, task) for c in ",()"):  # a sweep over groups: one job each
+        models, tasks = (set(re.split(r"[\s,()]+", value)) for value in (model, task))
+        swept = [(m, t) for (m, t) in RECIPES if m in models and t in tasks]
+        why = "the paper's recipe is composed in for one model and task only: name experiment=MODEL_TASK per run"
+        return None, f"recipe: {why} (model={model} method={method} task={task} sweeps)" if swept else ""
+    if (model, task) not in RECIPES:
+        return None, ""
+    preset, table = f"{model}_{task}", RECIPES[model, task]
+    if method != "lora":
+        why = f"the paper gives no {method} recipe for {model} on {task} ({table} is LoRA's)"
+        return None, f"recipe: {why}; this run takes the trainer's defaults (conf/trainer/default.yaml)"
+    what = f"the paper's {table} recipe for LoRA on {model}, {task}"
+    how = "its header says where it departs from the paper; experiment=none for the trainer's defaults"
+    return preset, f"recipe: experiment={preset}, {what} ({how})"
+
+
+def with_recipe(overrides: list[str]) -> list[str]:
+    """`overrides` with the paper's recipe composed in where `recipe` says so (the user's overrides still win)."""
+    preset, _ = recipe(overrides)
+    return overrides if preset is None else [*overrides, f"experiment={preset}"]
+
+
+@functools.cache
+def _default(group: str) -> str:
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
+    return next(entry[group] for entry in defaults if not isinstance(entry, str) and group in entry)
+
+
 def compose(overrides: list[str]):
-    """The composed config (unresolved) for these command-line overrides, as `run.py` would see it."""
+    """The composed config (unresolved) for these command-line overrides, as `run.py` would see it (with the
+    paper's recipe for a (model, task) it ran: `with_recipe`)."""
     from hydra import compose as hydra_compose
     from hydra.core.global_hydra import GlobalHydra
 
     register()
+    overrides = with_recipe(overrides)
     if GlobalHydra.instance().is_initialized():  # inside `hydra_context()`: reuse it (many compositions)
         return hydra_compose(config_name="config", overrides=overrides)
     with hydra_context():
@@ -72,7 +135,10 @@ def check_values(cfg: dict):
     validate(cfg["trainer"])
     check_output_dir(cfg["trainer"]["output_dir"])
     build_task(cfg["task"])
-    check_method(cfg["method"]["name"], cfg["model"]["arch"]["model_type"])
+    arch = cfg["model"]["arch"]
+    check_method(
+        cfg["method"]["name"], arch["model_type"], cfg["method"], arch.get("num_hidden_layers", arch.get("n_layer"))
+    )
     check_loadable(cfg["model"])
 
 
