@@ -50,10 +50,9 @@ def recipe(overrides: list[str]) -> tuple[str | None, str]:
     A preset is composed in for `model=M task=T` with LoRA when the paper ran (M, T) and nothing else names the
     trainer's settings (an experiment, a sweep, a GPT-3 row); `experiment=none` (conf/experiment/none.yaml) opts
     out."""
-    named = {}
-    for override in overrides:
-        key, _, value = override.lstrip("+~").partition("=")
-        named[key] = value
+    named = dict(override.lstrip("+~").partition("=")[::2] for override in overrides)
+    if "experiment" in named:
+        return None, _other_pair(named)
     if any(group in named for group in _RECIPE_GROUPS):
         return None, ""
     model, method, task = (named.get(group, _default(group)) for group in ("model", "method", "task"))
@@ -70,7 +69,39 @@ def recipe(overrides: list[str]) -> tuple[str | None, str]:
         return None, f"recipe: {why}; this run takes the trainer's defaults (conf/trainer/default.yaml)"
     what = f"the paper's {table} recipe for LoRA on {model}, {task}"
     how = "its header says where it departs from the paper; experiment=none for the trainer's defaults"
-    return preset, f"recipe: experiment={preset}, {what} ({how})"
+    changed = [key for key in named if key in _preset_keys(preset)]
+    return preset, f"recipe: experiment={preset}, {what} ({how})" + (
+        f"; this command changes {', '.join(changed)}" if changed else ""
+    )
+
+
+def _other_pair(named: dict[str, str]) -> str:
+    """A note when a paper preset is run on another model or task than the paper's pair (silently its settings)."""
+    pairs = {f"{m}_{t}": (m, t) for m, t in RECIPES}
+    if named["experiment"] not in pairs:
+        return ""
+    paper = pairs[named["experiment"]]
+    here = (named.get("model", paper[0]), named.get("task", paper[1]))
+    if here == paper:
+        return ""
+    own = f"experiment={here[0]}_{here[1]} is" if here in RECIPES else "the paper ran no recipe"
+    return (f"recipe: experiment={named['experiment']} is the paper's {RECIPES[paper]} recipe for {paper[0]} on "
+            f"{paper[1]}, not for model={here[0]} task={here[1]} ({own} for them)")  # fmt: skip
+
+
+@functools.cache
+def _preset_keys(preset: str) -> frozenset[str]:
+    """The dotted keys a preset sets (`method.r`, `task.decoding.num_beams`, `trainer.lr`, ...)."""
+    from omegaconf import OmegaConf
+
+    def walk(node, prefix):
+        if not isinstance(node, dict):
+            return [prefix]
+        return [key for k, v in node.items() for key in walk(v, f"{prefix}.{k}" if prefix else k)]
+
+    tree = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml"))
+    tree.pop("defaults", None)
+    return frozenset(walk(tree, ""))
 
 
 def with_recipe(overrides: list[str]) -> list[str]:

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments import optimizers
-from experiments.cli import RECIPES, compose, hydra_context, recipe
+from experiments.cli import RECIPES, check_config, compose, hydra_context, recipe
 from experiments.models import build
 from experiments.paths import CONF_DIR
 
@@ -60,12 +60,26 @@ def test_every_pair_of_the_table_has_a_preset_that_selects_that_pair_and_names_i
         (["task=sst2", "model=roberta_base"], "roberta_base_sst2", "Table 9"),
         (["model=gpt2_large", "task=dart", "trainer.lr=1e-4"], "gpt2_large_dart", "experiment=none"),
         (["model=gpt2_medium", "task=e2e", "experiment=none"], None, ""),  # the opt-out
-        (["model=gpt2_medium", "task=e2e", "+experiment=gpt2_large_e2e"], None, ""),  # the user's own preset
+        (
+            ["model=gpt2_medium", "task=e2e", "+experiment=gpt2_large_e2e"],
+            None,
+            "not for model=gpt2_medium task=e2e (experiment=gpt2_medium_e2e is for them)",
+        ),  # the user's own preset
         (["+sweep=table4_smollm2_135m"], None, ""),  # a sweep sets its own trainer
         (["model=smollm2_135m", "task=wikisql", "+gpt3_row=lora_qv8"], None, ""),
         (["model=gpt2_medium", "method=full_ft", "task=e2e"], None, "no full_ft recipe"),  # said, not silent
         (["-m", "model=gpt2_medium", "task=e2e,webnlg"], None, "one model and task only"),
         (["model=tiny_gpt2", "task=e2e"], None, ""),  # not a pair the paper ran
+        (
+            ["model=gpt2_medium", "task=e2e", "trainer.lr=1e-3", "trainer.seed=1"],
+            "gpt2_medium_e2e",
+            "this command changes trainer.lr",
+        ),  # the user's departures from the recipe are named; the seed is not one
+        (
+            ["experiment=roberta_base_mnli", "model=roberta_large"],
+            None,
+            "recipe for roberta_base on mnli, not for model=roberta_large task=mnli (experiment=roberta_large_mnli",
+        ),
     ],
 )
 def test_the_recipe_is_composed_in_only_where_nothing_else_sets_the_trainer_and_always_said(argv, preset, says):
@@ -97,3 +111,17 @@ def test_the_released_optimizer_decays_every_parameter_as_gpt2_ft_does():
         p.grad = torch.zeros_like(p)
     optimizers.build("adamw_released", released, lr=0.1).step()  # zero gradient: only the decay moves it
     assert torch.allclose(bias, torch.full_like(bias, 1.0 - 0.1 * 0.01))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["model=roberta_base", "method=ft_top2", "method.blocks=0"], "method.blocks=0 must be 1 to 12"),
+        (["model=roberta_large", "method=adapter_d", "method.drop_lower=24"], "must leave at least one of the 24"),
+        (["model=gpt2_medium", "method=prefix_layer", "method.l_i=1.5"], "method.l_i must be a whole number"),
+    ],
+)
+def test_method_options_out_of_range_are_refused_from_the_config_before_any_weights_load(argv, message, tmp_path):
+    with pytest.raises(SystemExit, match=message):
+        check_config([*argv, f"trainer.output_dir={tmp_path}/run"])
+    assert not (tmp_path / "run").exists()
