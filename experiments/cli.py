@@ -105,9 +105,13 @@ def _preset_keys(preset: str) -> frozenset[str]:
 
 
 def with_recipe(overrides: list[str]) -> list[str]:
-    """`overrides` with the paper's recipe composed in where `recipe` says so (the user's overrides still win)."""
+    """`overrides` with the paper's recipe composed in where `recipe` says so (the user's overrides still win). It
+    goes just before the first override: Hydra's command line takes its overrides as one run (`--cfg job` after)."""
     preset, _ = recipe(overrides)
-    return overrides if preset is None else [*overrides, f"experiment={preset}"]
+    if preset is None:
+        return overrides
+    at = next((i for i, arg in enumerate(overrides) if "=" in arg and not arg.startswith("-")), len(overrides))
+    return [*overrides[:at], f"experiment={preset}", *overrides[at:]]
 
 
 @functools.cache

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments import optimizers
-from experiments.cli import RECIPES, check_config, compose, hydra_context, recipe
+from experiments.cli import RECIPES, check_config, compose, hydra_context, recipe, with_recipe
 from experiments.models import build
 from experiments.paths import CONF_DIR
 
@@ -125,3 +125,12 @@ def test_method_options_out_of_range_are_refused_from_the_config_before_any_weig
     with pytest.raises(SystemExit, match=message):
         check_config([*argv, f"trainer.output_dir={tmp_path}/run"])
     assert not (tmp_path / "run").exists()
+
+
+def test_the_recipe_joins_the_overrides_where_hydras_command_line_reads_them():
+    """Appended after `--cfg job` it was refused ("unrecognized arguments"): Hydra reads one run of overrides."""
+    from hydra._internal.utils import get_args_parser
+
+    for argv in (["model=gpt2_medium", "task=e2e", "--cfg", "job"], ["-m", "model=roberta_base", "trainer.seed=1,2"]):
+        parsed = get_args_parser().parse_args(with_recipe(argv))
+        assert parsed.overrides[0].startswith("experiment=") and parsed.overrides[1:] == [a for a in argv if "=" in a]
