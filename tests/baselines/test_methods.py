@@ -205,3 +205,9 @@ def test_ft_top2_blocks_counts_from_the_top_and_zero_is_refused_before_loading()
     with pytest.raises(baselines.MethodError, match="method.blocks=0 must be 1 to 24"):
         baselines.check("ft_top2", "gpt2", {"name": "ft_top2", "blocks": 0}, blocks=24)  # from the config alone
     baselines.check("ft_top2", "gpt2", {"name": "ft_top2", "blocks": 24}, blocks=24)
+
+
+def test_prefix_tokens_that_fill_the_models_positions_are_refused_before_training():
+    """l_p=100 on a 64-position GPT-2 trained, then stopped at decoding with "lower task.max_length"."""
+    with pytest.raises(baselines.MethodError, match="l_p \\+ l_i = 108 special tokens leave no room .* 64 positions"):
+        baselines.prepare(build("tiny_gpt2", head="causal_lm"), {"name": "prefix_embed", "l_p": 100, "l_i": 8})
