@@ -76,17 +76,24 @@ def recipe(overrides: list[str]) -> tuple[str | None, str]:
 
 
 def _other_pair(named: dict[str, str]) -> str:
-    """A note when a paper preset is run on another model or task than the paper's pair (silently its settings)."""
+    """A note when a paper preset runs on another model or task than the paper's pair, or with another method than
+    LoRA (each silently takes the preset's settings: an adapter reads LoRA's r as its bottleneck)."""
     pairs = {f"{m}_{t}": (m, t) for m, t in RECIPES}
     if named["experiment"] not in pairs:
         return ""
-    paper = pairs[named["experiment"]]
+    paper, method = pairs[named["experiment"]], named.get("method", "lora")
     here = (named.get("model", paper[0]), named.get("task", paper[1]))
-    if here == paper:
+    notes = []
+    if here != paper:
+        own = f"experiment={here[0]}_{here[1]} is" if here in RECIPES else "the paper ran no recipe"
+        notes.append(f"not for model={here[0]} task={here[1]} ({own} for them)")
+    if method != "lora":
+        lora_keys = sorted(k.split(".", 1)[1] for k in _preset_keys(named["experiment"]) if k.startswith("method."))
+        notes.append(f"not for method={method}, which receives its LoRA options {', '.join(lora_keys)}")
+    if not notes:
         return ""
-    own = f"experiment={here[0]}_{here[1]} is" if here in RECIPES else "the paper ran no recipe"
-    return (f"recipe: experiment={named['experiment']} is the paper's {RECIPES[paper]} recipe for {paper[0]} on "
-            f"{paper[1]}, not for model={here[0]} task={here[1]} ({own} for them)")  # fmt: skip
+    return (f"recipe: experiment={named['experiment']} is the paper's {RECIPES[paper]} recipe for LoRA on {paper[0]}, "
+            f"{paper[1]}; " + "; ".join(notes))  # fmt: skip
 
 
 @functools.cache

@@ -78,7 +78,12 @@ def test_every_pair_of_the_table_has_a_preset_that_selects_that_pair_and_names_i
         (
             ["experiment=roberta_base_mnli", "model=roberta_large"],
             None,
-            "recipe for roberta_base on mnli, not for model=roberta_large task=mnli (experiment=roberta_large_mnli",
+            "roberta_base, mnli; not for model=roberta_large task=mnli (experiment=roberta_large_mnli is for them)",
+        ),
+        (
+            ["experiment=llama3_8b_wikisql", "method=adapter_h"],
+            None,
+            "not for method=adapter_h, which receives its LoRA options alpha, r, targets",  # r: the bottleneck
         ),
     ],
 )
