@@ -51,6 +51,12 @@ class HotSwap:
         self.model = model
         self.exact = exact
         self.adapters: dict[str, Adapter] = {name: read(model, name, path) for name, path in adapters.items()}
+        for name, adapter in self.adapters.items():
+            if adapter.w0_positions:  # as lora.merge refuses: merged, W0 + ΔW would reach the positions
+                raise LoRAError(
+                    f"adapter {name!r} projects DeBERTa's relative positions with W0 alone (microsoft's handling), "
+                    "which a merged model cannot do; serve it in a bank (lora.multi) or unmerged (lora.load)"
+                )
         self.active: str | None = None
         params = dict(model.named_parameters())
         keys = {(site, t) for a in self.adapters.values() for site, t in a.factors}
