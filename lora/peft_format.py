@@ -19,7 +19,7 @@ from .config import LoRAConfig, LoRAError
 from .families import family_of
 from .files import read_safetensors, write_safetensors, write_text
 from .model import lora_layers
-from .positions import w0_position_sites
+from .positions import remove_microsoft_positions, w0_position_sites
 from .state import attach, base_model_name, check_model_type, config_from_meta, config_of, load_tensors, trainable_state
 
 WEIGHTS = "adapter_model.safetensors"
@@ -141,6 +141,7 @@ def load_peft(model: nn.Module, folder: Path) -> nn.Module:
     if not cfg.get("ensure_weight_tying"):
         _untie_saved_embedding(model, ours)
     load_tensors(model, ours, source=folder, base_model=str(cfg.get("base_model_name_or_path")))
+    remove_microsoft_positions(model)  # PEFT projects DeBERTa's positions with W0 + ΔW, whatever was loaded before
     return model
 
 

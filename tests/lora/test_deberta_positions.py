@@ -13,7 +13,6 @@ from test_multi import trained
 import lora
 from lora import LoRAConfig, LoRAError
 from lora.loralib_format import microsoft_deberta_positions
-from lora.positions import remove_microsoft_positions
 
 QV = LoRAConfig(r=2, alpha=4, targets=("q", "v"))
 INPUTS = batch(n=4)
@@ -58,6 +57,8 @@ def has_patch(model) -> bool:
 
 
 def test_the_handling_matters_on_this_model(files, alone):
+    from lora.positions import remove_microsoft_positions
+
     plain = lora.load(tiny("deberta-v2"), files["a"])
     remove_microsoft_positions(plain)  # the same adapter, transformers' way
     assert (logits(plain, INPUTS) - alone["a"]).abs().max() > 1e-4
@@ -156,7 +157,29 @@ def test_a_deep_copy_is_independent_and_a_pickled_model_comes_back(files, alone)
     torch.testing.assert_close(logits(again, INPUTS), alone["a"], atol=1e-6, rtol=0)
 
 
-def test_loading_an_adapter_without_the_handling_over_one_with_it_turns_it_off(files, alone):
+@pytest.mark.parametrize("format", ["lora", "peft"])
+def test_loading_an_adapter_without_the_handling_over_one_with_it_turns_it_off(files, alone, format, tmp_path):
+    file = lora.save(lora.load(tiny("deberta-v2"), files["c"]), tmp_path / "c", format=format)
     model = lora.load(tiny("deberta-v2"), files["a"])  # same config as c
-    lora.load(model, files["c"])
+    lora.load(model, file)
     torch.testing.assert_close(logits(model, INPUTS), alone["c"], atol=1e-6, rtol=0)
+
+
+def test_one_row_batches_in_a_bank_use_their_adapters_handling(files):
+    one = {k: v[1:2] for k, v in INPUTS.items()}
+    model = tiny("deberta-v2")
+    bank = lora.multi.load(model, files)
+    for name in ("a", "c", None, "b"):
+        with bank.rows([name]):
+            mixed = logits(model, one)
+        single = tiny("deberta-v2") if name is None else lora.load(tiny("deberta-v2"), files[name])
+        torch.testing.assert_close(mixed, logits(single, one), atol=2e-5, rtol=1e-4)  # main: c off by 1.7e-3
+
+
+def test_a_bank_that_refuses_an_adapter_leaves_no_handling_behind(alone, tmp_path):
+    biased = lora.save(microsoft(LoRAConfig(r=2, targets=("q", "v"), bias="all"), seed=6), tmp_path / "biased")
+    model = tiny("deberta-v2")
+    with pytest.raises(LoRAError, match="also trains"):
+        lora.multi.load(model, {"biased": biased})
+    assert all(torch.equal(out, alone[None]) for out in passes(model, 2))  # main: a LoRA layer back from pass 2
+    assert not has_patch(model)
