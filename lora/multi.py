@@ -86,8 +86,10 @@ class Adapter:
     w0_positions: frozenset[str] = frozenset()
 
 
-def read(model: nn.Module, name: str, path: str | os.PathLike) -> Adapter:
+def read(model: nn.Module, name: str, path: str | os.PathLike, embedding: bool = False) -> Adapter:
     """Read an adapter (ours or PEFT's) with every check `lora.load` makes, leaving `model` as it was.
+
+    An adapted embedding is refused unless `embedding` (a bank gathers factors of Linear and Conv1D layers only).
 
     The adapter is loaded into the model itself, its factors copied out, and the model put back
     (LoRA layers removed, the head's weights restored): no second copy of the base model is made.
@@ -104,7 +106,7 @@ def read(model: nn.Module, name: str, path: str | os.PathLike) -> Adapter:
         load_adapter(model, path)  # inside: a file that fails half-way must not leave LoRA layers behind
         factors = {}
         for site, layer in lora_layers(model):
-            if layer.kind == "embedding":
+            if layer.kind == "embedding" and not embedding:
                 raise LoRAError(f"adapter {name!r} adapts the embedding; serve it merged, not in a bank")
             for t, s in layer.slots.items():
                 A, B = layer.lora_A[t].detach().clone(), layer.lora_B[t].detach().clone()

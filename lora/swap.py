@@ -39,6 +39,7 @@ from torch import nn
 
 from .config import LoRAError
 from .layer import weight_slice
+from .model import _untie
 from .multi import Adapter, check_name, read
 
 
@@ -50,7 +51,7 @@ class HotSwap:
             check_name(name)
         self.model = model
         self.exact = exact
-        self.adapters: dict[str, Adapter] = {name: read(model, name, path) for name, path in adapters.items()}
+        self.adapters = {name: read(model, name, path, embedding=True) for name, path in adapters.items()}
         for name, adapter in self.adapters.items():
             if adapter.w0_positions:  # as lora.merge refuses: merged, W0 + ΔW would reach the positions
                 raise LoRAError(
@@ -63,6 +64,8 @@ class HotSwap:
         self._views = {}
         for site, t in sorted(keys):
             f = next(a.factors[site, t] for a in self.adapters.values() if (site, t) in a.factors)
+            if isinstance(model.get_submodule(site), nn.Embedding):  # as lora.merge: the tied output keeps W0
+                _untie(model, model.get_submodule(site).weight)
             self._views[site, t] = weight_slice(model.get_submodule(site), f.offset, f.width)
         head_names = {n for a in self.adapters.values() for n in a.head}
         self._heads = {n: params[n] for n in head_names}

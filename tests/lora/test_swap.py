@@ -64,3 +64,17 @@ def test_unknown_adapter_is_refused(tmp_path):
     swap = lora.HotSwap(tiny("bert"), save_adapters("bert", tmp_path))
     with pytest.raises(LoRAError, match="unknown adapter 'zz'; loaded: a, b, c"):
         swap.activate("zz")
+
+
+def test_an_adapted_tied_embedding_swaps_as_lora_merge_merges_it(tmp_path):
+    """main: refused with "serve it merged, not in a bank" (what HotSwap is); the output layer keeps W0."""
+    from test_multi import trained
+
+    file = lora.save(trained("gpt2", lora.LoRAConfig(r=2, targets=("embed", "q")), seed=1), tmp_path / "e")
+    model = tiny("gpt2")
+    swap = lora.HotSwap(model, {"e": file})
+    for name in ("e", None, "e"):
+        swap.activate(name)
+    assert max_drift(model, merged_once("gpt2", file, torch.float32)) == 0.0
+    swap.activate(None)
+    assert torch.equal(logits(model, batch()), logits(tiny("gpt2"), batch()))
