@@ -81,15 +81,16 @@ class Adapter:
 
     name: str
     factors: dict[tuple[str, str], Factors]
-    head: dict[str, torch.Tensor] = field(default_factory=dict)  # parameter name -> tensor
+    head: dict[str, torch.Tensor] = field(default_factory=dict)  # parameter name -> tensor (heads; HotSwap: biases)
     # DeBERTa's W_q sites whose relative positions this adapter projects with W0 alone (microsoft's handling)
     w0_positions: frozenset[str] = frozenset()
 
 
-def read(model: nn.Module, name: str, path: str | os.PathLike, embedding: bool = False) -> Adapter:
+def read(model: nn.Module, name: str, path: str | os.PathLike, merged: bool = False) -> Adapter:
     """Read an adapter (ours or PEFT's) with every check `lora.load` makes, leaving `model` as it was.
 
-    An adapted embedding is refused unless `embedding` (a bank gathers factors of Linear and Conv1D layers only).
+    A bank gathers factors of Linear and Conv1D layers and shares the base's biases, so an adapted embedding or
+    trained biases are refused, unless `merged` (for `HotSwap`): then trained biases are replaced whole, as heads.
 
     The adapter is loaded into the model itself, its factors copied out, and the model put back
     (LoRA layers removed, the head's weights restored): no second copy of the base model is made.
@@ -106,7 +107,7 @@ def read(model: nn.Module, name: str, path: str | os.PathLike, embedding: bool =
         load_adapter(model, path)  # inside: a file that fails half-way must not leave LoRA layers behind
         factors = {}
         for site, layer in lora_layers(model):
-            if layer.kind == "embedding" and not embedding:
+            if layer.kind == "embedding" and not merged:
                 raise LoRAError(f"adapter {name!r} adapts the embedding; serve it merged, not in a bank")
             for t, s in layer.slots.items():
                 A, B = layer.lora_A[t].detach().clone(), layer.lora_B[t].detach().clone()
@@ -114,12 +115,12 @@ def read(model: nn.Module, name: str, path: str | os.PathLike, embedding: bool =
         lora_names = {f"{site}.lora_{m}.{t}" for site, t in factors for m in "AB"}
         trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         other = [n for n in trained if n not in lora_names and n.split(".")[0] not in heads]
-        if other:
+        if other and not merged:
             raise LoRAError(
                 f"adapter {name!r} also trains {other[0]} (biases?); a bank shares the base's weights, "
                 "so serve this one merged"
             )
-        head = {n: t for n, t in trained.items() if n.split(".")[0] in heads}
+        head = {_plain_name(n): t for n, t in trained.items() if n.split(".")[0] in heads or n in other}
         w0_positions = w0_position_sites(model)
     finally:
         unload(model, merged=False)
@@ -128,6 +129,11 @@ def read(model: nn.Module, name: str, path: str | os.PathLike, embedding: bool =
             for n, t in before.items():
                 params[n].copy_(t)
     return Adapter(name, factors, head, w0_positions)
+
+
+def _plain_name(name: str) -> str:
+    """A parameter's name once LoRA layers are unloaded (a LoRA layer's ``base.bias`` is the layer's ``bias``)."""
+    return name[: -len(".base.bias")] + ".bias" if name.endswith(".base.bias") else name
 
 
 class _Rows:

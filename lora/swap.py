@@ -51,7 +51,7 @@ class HotSwap:
             check_name(name)
         self.model = model
         self.exact = exact
-        self.adapters = {name: read(model, name, path, embedding=True) for name, path in adapters.items()}
+        self.adapters = {name: read(model, name, path, merged=True) for name, path in adapters.items()}
         for name, adapter in self.adapters.items():
             if adapter.w0_positions:  # as lora.merge refuses: merged, W0 + ΔW would reach the positions
                 raise LoRAError(

@@ -78,3 +78,17 @@ def test_an_adapted_tied_embedding_swaps_as_lora_merge_merges_it(tmp_path):
     assert max_drift(model, merged_once("gpt2", file, torch.float32)) == 0.0
     swap.activate(None)
     assert torch.equal(logits(model, batch()), logits(tiny("gpt2"), batch()))
+
+
+@pytest.mark.parametrize("bias", ["all", "lora_only"])
+def test_adapters_that_train_biases_swap_exactly(tmp_path, bias):
+    """main: refused with "a bank shares the base's weights, so serve this one merged" (what HotSwap is)."""
+    from test_multi import trained
+
+    files = {n: lora.save(trained("bert", lora.LoRAConfig(r=2, bias=bias), seed=s), tmp_path / n) for n, s in
+             (("a", 1), ("b", 2))}  # fmt: skip
+    model = tiny("bert")
+    swap = lora.HotSwap(model, files)
+    for name in ("a", "b", None, "b", "a"):
+        swap.activate(name)
+        assert max_drift(model, merged_once("bert", files.get(name), torch.float32)) == 0.0, name
