@@ -13,6 +13,7 @@ from .layer import LoRALayer, Slot, in_features
 from .positions import remove_microsoft_positions
 
 CONFIG_ATTR = "lora_config"  # where `apply` records the config on the model, for `save`
+SWAPPED_IN_ATTR = "lora_swapped_in"  # the adapter a `lora.HotSwap` has merged into the weights, if any
 
 
 def apply(model: nn.Module, config: LoRAConfig) -> nn.Module:
@@ -30,6 +31,11 @@ def apply(model: nn.Module, config: LoRAConfig) -> nn.Module:
     """
     if any(True for _ in lora_layers(model)):
         raise LoRAError("the model already has LoRA layers; call lora.unload(model) first to start over")
+    if getattr(model, SWAPPED_IN_ATTR, None) is not None:
+        raise LoRAError(
+            f"adapter {getattr(model, SWAPPED_IN_ATTR)!r} is merged into this model's weights by lora.HotSwap; "
+            "call swap.activate(None) first, so that a new adapter starts from W0"
+        )
     family = family_of(model)
     sites = family.find(model, config.targets, config.layers)
     for p in model.parameters():

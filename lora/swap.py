@@ -39,7 +39,7 @@ from torch import nn
 
 from .config import LoRAError
 from .layer import weight_slice
-from .model import _untie
+from .model import SWAPPED_IN_ATTR, _untie
 from .multi import Adapter, check_name, read
 
 
@@ -95,6 +95,7 @@ class HotSwap:
         for n, p in self._heads.items():
             p.copy_(new.head[n] if new is not None and n in new.head else self._base_heads[n])
         self.active = name
+        setattr(self.model, SWAPPED_IN_ATTR, name)  # lora.apply refuses to stack an adapter on a merged one
 
     def _adapter(self, name: str | None) -> Adapter | None:
         return None if name is None else self.adapters[name]

@@ -92,3 +92,18 @@ def test_adapters_that_train_biases_swap_exactly(tmp_path, bias):
     for name in ("a", "b", None, "b", "a"):
         swap.activate(name)
         assert max_drift(model, merged_once("bert", files.get(name), torch.float32)) == 0.0, name
+
+
+def test_an_adapter_is_not_stacked_on_the_one_swapped_in(tmp_path):
+    """main: lora.load and lora.multi.load on a swapped model silently computed W0 + ΔW_a + ΔW_b."""
+    files = save_adapters("bert", tmp_path)
+    model = tiny("bert")
+    swap = lora.HotSwap(model, {"a": files["a"]})
+    swap.activate("a")
+    for stack in (lambda: lora.load(model, files["b"]), lambda: lora.multi.load(model, {"b": files["b"]})):
+        with pytest.raises(LoRAError, match="'a' is merged into this model's weights by lora.HotSwap"):
+            stack()
+    swap.activate(None)
+    torch.testing.assert_close(
+        logits(lora.load(model, files["b"]), batch()), logits(lora.load(tiny("bert"), files["b"]), batch())
+    )
