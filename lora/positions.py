@@ -63,6 +63,8 @@ def remove_microsoft_positions(model: nn.Module) -> nn.Module:
         patch = vars(module).get(_METHOD)
         if isinstance(patch, _W0Positions):
             delattr(module, _METHOD)
+            if patch.original is not None:  # someone else's patch, made before ours
+                setattr(module, _METHOD, patch.original)
         if isinstance(module, LoRALayer) and getattr(module, "merge_refused", None) == MERGE_REFUSED:
             del module.merge_refused
     if hasattr(model, MICROSOFT_DEBERTA_ATTR):
@@ -88,12 +90,15 @@ class _W0Positions:
 
     def __init__(self, module: nn.Module):
         self.module = module
+        self.original = vars(module).get(_METHOD)  # an instance's own method (None: the class's)
 
     def __call__(self, *args, **kwargs):
         module = self.module
         layer = module.query_proj
         module.query_proj = _for_positions(layer)
         try:
+            if self.original is not None:
+                return self.original(*args, **kwargs)
             return type(module).disentangled_attention_bias(module, *args, **kwargs)
         finally:
             module.query_proj = layer
