@@ -59,7 +59,6 @@ class HotSwap:
                     "which a merged model cannot do; serve it in a bank (lora.multi) or unmerged (lora.load)"
                 )
         self.active: str | None = None
-        params = dict(model.named_parameters())
         keys = {(site, t) for a in self.adapters.values() for site, t in a.factors}
         self._views = {}
         for site, t in sorted(keys):
@@ -68,6 +67,7 @@ class HotSwap:
                 _untie(model, model.get_submodule(site).weight)
             self._views[site, t] = weight_slice(model.get_submodule(site), f.offset, f.width)
         head_names = {n for a in self.adapters.values() for n in a.head}
+        params = dict(model.named_parameters())  # after untying: the output layer may have its own weight now
         self._heads = {n: params[n] for n in head_names}
         self._base_heads = {n: p.detach().clone() for n, p in self._heads.items()}
         # W0 of the adapted slices (a copy, not a view), from which every exact swap starts.
