@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from experiments.cli import USER_ERRORS, check_config  # noqa: E402
+from experiments.cli import USER_ERRORS, check_config, recipe, with_recipe  # noqa: E402
 from experiments.config import register  # noqa: E402
 
 register()
@@ -34,5 +34,9 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
+    note = recipe(sys.argv[1:])[1]
+    if note:  # the run's first line: which recipe this command trains with
+        print(note, file=sys.stderr)
+    sys.argv[1:] = with_recipe(sys.argv[1:])  # Hydra composes from sys.argv, as compose() does
     check_config(sys.argv[1:])  # one clear line for a bad key or option, before Hydra starts
     main()

@@ -18,7 +18,7 @@ from torch import nn
 
 from lora.families import family_of
 
-from .common import MethodError, freeze, train_head
+from .common import freeze, integer_options, train_head
 
 PLACES = {"adapter_h": ("o", "mlp_out"), "adapter_l": ("mlp_out",), "adapter_p": ("mlp_out",),
           "adapter_d": ("o", "mlp_out")}  # fmt: skip
@@ -54,15 +54,11 @@ class Adapted(nn.Module):
 
 def add_adapters(model: nn.Module, cfg: dict) -> nn.Module:
     """Insert adapters of the variant cfg["name"]; freeze the rest (the task head trains)."""
-    name, r = cfg["name"], int(cfg.get("r", 16))
-    if r < 1:
-        raise MethodError(f"{name}: bottleneck r must be a positive integer, got {r}")
+    name = cfg["name"]
     family = family_of(model)
-    modules = dict(model.named_modules())
-    blocks = family.block_names(modules)
-    drop = int(cfg.get("drop_lower", 0)) if name == "adapter_d" else 0
-    if not 0 <= drop < len(blocks):
-        raise MethodError(f"{name}: drop_lower={drop} must leave at least one of the {len(blocks)} blocks")
+    blocks = family.block_names(dict(model.named_modules()))
+    options = integer_options(name, cfg, len(blocks))
+    r, drop = options["r"], options.get("drop_lower", 0)
     freeze(model)
     layers = tuple(range(drop, len(blocks)))
     d = model.config.hidden_size

@@ -6,7 +6,7 @@ from torch import nn
 
 from lora.families import family_of
 
-from .common import MethodError, freeze, train_head
+from .common import MethodError, freeze, integer_options, train_head
 
 
 def full_ft(model: nn.Module, cfg: dict) -> nn.Module:
@@ -17,9 +17,10 @@ def full_ft(model: nn.Module, cfg: dict) -> nn.Module:
 
 def ft_top2(model: nn.Module, cfg: dict) -> nn.Module:
     """Only the last two transformer blocks train (the paper's FT^Top2), plus the task head."""
-    freeze(model)
     blocks = family_of(model).block_names(dict(model.named_modules()))
-    for name in blocks[-int(cfg.get("blocks", 2)) :]:
+    top = integer_options("ft_top2", cfg, len(blocks))["blocks"]  # 1..L: blocks[-0:] would be every block
+    freeze(model)
+    for name in blocks[len(blocks) - top :]:
         model.get_submodule(name).requires_grad_(True)
     train_head(model)
     return model

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from lora.families import family_of
+from lora.model import max_positions
 
-from .common import MethodError, freeze, train_head
+from .common import MethodError, freeze, integer_options, train_head
 
 DECODERS = ("gpt2", "llama", "mistral", "qwen2")
 
@@ -67,9 +68,12 @@ def add_prefix(model: nn.Module, cfg: dict) -> nn.Module:
     family = family_of(model)
     if model.config.model_type not in DECODERS:
         raise MethodError(f"{name} is a decoder method in the paper; {model.config.model_type} is not a decoder")
-    l_p, l_i = int(cfg.get("l_p", 8)), int(cfg.get("l_i", 8))
-    if l_p < 0 or l_i < 0 or l_p + l_i == 0:
-        raise MethodError(f"{name}: l_p and l_i must be >= 0 and not both 0, got {l_p}, {l_i}")
+    l_p, l_i = integer_options(name, cfg).values()
+    if l_p + l_i == 0:
+        raise MethodError(f"{name}: l_p and l_i must not both be 0 (no special token would train)")
+    if l_p + l_i >= (positions := max_positions(model.config)):  # else found only when decoding, after training
+        raise MethodError(f"{name}: l_p + l_i = {l_p + l_i} special tokens leave no room for the input in the "
+                          f"model's {positions} positions")  # fmt: skip
     if not name.startswith("lora_"):
         freeze(model)
     embed_name = next(n for n, m in model.named_modules() if n.endswith(family.embed) and isinstance(m, nn.Embedding))

@@ -15,7 +15,7 @@ from lora.files import read_safetensors, write_safetensors
 from lora.state import check_model_type, load_tensors, trainable_state
 
 from .adapters import add_adapters
-from .common import MethodError
+from .common import MethodError, integer_options
 from .finetune import bitfit, ft_top2, full_ft
 from .prefix import DECODERS, add_prefix
 
@@ -60,8 +60,9 @@ METHODS: dict[str, Method] = {
 }
 
 
-def check(name: str, model_type: str):
-    """Refuse an unknown method, or one that does not apply to this model type, before any loading."""
+def check(name: str, model_type: str, options: dict | None = None, blocks: int | None = None):
+    """Refuse an unknown method, one that does not apply to this model type, or (given its `options` and the
+    model's number of `blocks`, where known) an integer option out of range, before any loading."""
     if name not in METHODS:
         raise MethodError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
     method = METHODS[name]
@@ -70,6 +71,8 @@ def check(name: str, model_type: str):
         raise MethodError(
             f"method {name!r} does not support {model_type!r} models{why}; it supports {', '.join(method.families)}"
         )
+    if options is not None:
+        integer_options(name, options, blocks)
 
 
 def prepare(model: nn.Module, cfg: dict) -> nn.Module:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -30,12 +31,115 @@ USER_ERRORS = (LoRAError, MethodError, ModelError, RunError, TaskError, JavaMiss
                OSError)  # fmt: skip
 
 
+# The paper's recipe for each model and task it ran LoRA on, and the table of the paper it comes from: the one
+# place that says so. `model=M task=T` with method lora (the default) composes in conf/experiment/M_T.yaml, whose
+# header says where it departs from the paper; GPT-3's rows (Table 12) run on open stand-ins.
+_GLUE = ("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb")
+RECIPES: dict[tuple[str, str], str] = {
+    **{(model, task): "Table 9" for model in ("roberta_base", "roberta_large") for task in _GLUE},
+    **{("deberta_v2_xxlarge", task): "Table 10" for task in _GLUE},
+    **{(model, task): "Table 11" for model in ("gpt2_medium", "gpt2_large") for task in ("e2e", "webnlg", "dart")},
+    **{
+        (model, task): "Table 12"
+        for model in ("llama3_8b", "smollm2_135m")
+        for task in ("wikisql", "samsum", "mnli_gen")
+    },
+}
+_RECIPE_GROUPS = ("experiment", "sweep", "gpt3_row", "mnli_n")  # configs that set the trainer themselves
+
+
+def recipe(overrides: list[str]) -> tuple[str | None, str]:
+    """The preset `overrides` compose in (None: none) and the line that says so ("" when there is nothing to say).
+    A preset is composed in for `model=M task=T` with LoRA when the paper ran (M, T) and nothing else names the
+    trainer's settings (an experiment, a sweep, a GPT-3 row); `experiment=none` (conf/experiment/none.yaml) opts
+    out."""
+    named = dict(override.lstrip("+~").partition("=")[::2] for override in overrides)
+    if "experiment" in named:
+        return None, _other_pair(named)
+    if any(group in named for group in _RECIPE_GROUPS):
+        return None, ""
+    model, method, task = (named.get(group, _default(group)) for group in ("model", "method", "task"))
+    if any(c in value for value in (model, method, task) for c in ",()"):  # a sweep over groups: one job each
+        models, tasks = (set(re.split(r"[\s,()]+", value)) for value in (model, task))
+        swept = [(m, t) for (m, t) in RECIPES if m in models and t in tasks]
+        why = "the paper's recipe is composed in for one model and task only: name experiment=MODEL_TASK per run"
+        return None, f"recipe: {why} (model={model} method={method} task={task} sweeps)" if swept else ""
+    if (model, task) not in RECIPES:
+        return None, ""
+    preset, table = f"{model}_{task}", RECIPES[model, task]
+    if method != "lora":
+        why = f"the paper gives no {method} recipe for {model} on {task} ({table} is LoRA's)"
+        return None, f"recipe: {why}; this run takes the trainer's defaults (conf/trainer/default.yaml)"
+    what = f"the paper's {table} recipe for LoRA on {model}, {task}"
+    how = "its header says where it departs from the paper; experiment=none for the trainer's defaults"
+    changed = [key for key in named if key in _preset_keys(preset)]
+    return preset, f"recipe: experiment={preset}, {what} ({how})" + (
+        f"; this command changes {', '.join(changed)}" if changed else ""
+    )
+
+
+def _other_pair(named: dict[str, str]) -> str:
+    """A note when a paper preset runs on another model or task than the paper's pair, or with another method than
+    LoRA (each silently takes the preset's settings: an adapter reads LoRA's r as its bottleneck)."""
+    pairs = {f"{m}_{t}": (m, t) for m, t in RECIPES}
+    if named["experiment"] not in pairs:
+        return ""
+    paper, method = pairs[named["experiment"]], named.get("method", "lora")
+    here = (named.get("model", paper[0]), named.get("task", paper[1]))
+    notes = []
+    if here != paper:
+        own = f"experiment={here[0]}_{here[1]} is" if here in RECIPES else "the paper ran no recipe"
+        notes.append(f"not for model={here[0]} task={here[1]} ({own} for them)")
+    if method != "lora":
+        lora_keys = sorted(k.split(".", 1)[1] for k in _preset_keys(named["experiment"]) if k.startswith("method."))
+        notes.append(f"not for method={method}, which receives its LoRA options {', '.join(lora_keys)}")
+    if not notes:
+        return ""
+    return (f"recipe: experiment={named['experiment']} is the paper's {RECIPES[paper]} recipe for LoRA on {paper[0]}, "
+            f"{paper[1]}; " + "; ".join(notes))  # fmt: skip
+
+
+@functools.cache
+def _preset_keys(preset: str) -> frozenset[str]:
+    """The dotted keys a preset sets (`method.r`, `task.decoding.num_beams`, `trainer.lr`, ...)."""
+    from omegaconf import OmegaConf
+
+    def walk(node, prefix):
+        if not isinstance(node, dict):
+            return [prefix]
+        return [key for k, v in node.items() for key in walk(v, f"{prefix}.{k}" if prefix else k)]
+
+    tree = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml"))
+    tree.pop("defaults", None)
+    return frozenset(walk(tree, ""))
+
+
+def with_recipe(overrides: list[str]) -> list[str]:
+    """`overrides` with the paper's recipe composed in where `recipe` says so (the user's overrides still win). It
+    goes just before the first override: Hydra's command line takes its overrides as one run (`--cfg job` after)."""
+    preset, _ = recipe(overrides)
+    if preset is None:
+        return overrides
+    at = next((i for i, arg in enumerate(overrides) if "=" in arg and not arg.startswith("-")), len(overrides))
+    return [*overrides[:at], f"experiment={preset}", *overrides[at:]]
+
+
+@functools.cache
+def _default(group: str) -> str:
+    from omegaconf import OmegaConf
+
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
+    return next(entry[group] for entry in defaults if not isinstance(entry, str) and group in entry)
+
+
 def compose(overrides: list[str]):
-    """The composed config (unresolved) for these command-line overrides, as `run.py` would see it."""
+    """The composed config (unresolved) for these command-line overrides, as `run.py` would see it (with the
+    paper's recipe for a (model, task) it ran: `with_recipe`)."""
     from hydra import compose as hydra_compose
     from hydra.core.global_hydra import GlobalHydra
 
     register()
+    overrides = with_recipe(overrides)
     if GlobalHydra.instance().is_initialized():  # inside `hydra_context()`: reuse it (many compositions)
         return hydra_compose(config_name="config", overrides=overrides)
     with hydra_context():
@@ -98,9 +202,11 @@ def check_values(cfg: dict):
     validate(cfg["trainer"])
     check_output_dir(cfg["trainer"]["output_dir"])
     task = build_task(cfg["task"])
-    model_type = cfg["model"]["arch"]["model_type"]
-    check_method(cfg["method"]["name"], model_type)
-    check_run(task, model_type, cfg["trainer"]["eval_limit"])
+    arch = cfg["model"]["arch"]
+    check_method(
+        cfg["method"]["name"], arch["model_type"], cfg["method"], arch.get("num_hidden_layers", arch.get("n_layer"))
+    )
+    check_run(task, arch["model_type"], cfg["trainer"]["eval_limit"])
     check_loadable(cfg["model"])
     # Every option of the method against the real architecture (a rank above a weight's size, a block that is not
     # there, LoRA's alpha or layers): the method applied to the model built on the meta device, which allocates

@@ -3,7 +3,9 @@
     adamw           torch's AdamW: eps added to the bias-corrected sqrt(v), weight decay before the update
     adamw_released  microsoft/LoRA's `examples/NLG/src/optimizer.py` AdamW, which trained the paper's GPT-2 runs:
                     eps (default 1e-6) added to the *uncorrected* sqrt(v), the bias correction folded into the
-                    step size, weight decay applied after the update, to the updated weights
+                    step size, weight decay applied after the update, to the updated weights, and to every
+                    parameter: gpt2_ft.py builds its groups without --no_decay_bias (its README's commands do not
+                    pass it), so biases and LayerNorm weights decay too
 
 The two differ most where gradients are small: one step's update of an entry with |g| near eps differs by up to
 75% (measured on GPT-2 LoRA gradients; tests/experiments/test_released_training.py checks ours against the
@@ -58,6 +60,18 @@ class ReleasedAdamW(torch.optim.Optimizer):
                 p.addcdiv_(m, denom, value=-step)
                 if group["weight_decay"] > 0.0:
                     p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+
+
+def param_groups(model: torch.nn.Module, kind: str, weight_decay: float) -> list[dict]:
+    """The trainable parameters in groups with their weight decay: under `adamw` biases and normalisation weights
+    are exempt (the usual transformers recipe); under `adamw_released` all decay, as in gpt2_ft.py."""
+    decay, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            exempt = kind != "adamw_released" and (p.ndim < 2 or "norm" in name.lower())
+            (rest if exempt else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]  # DeepSpeed drops empty groups, and the schedule must match
 
 
 def build(kind: str, param_groups: list[dict], lr: float, eps: float | None = None) -> torch.optim.Optimizer:

@@ -30,7 +30,7 @@ from lora.files import read_safetensors
 from lora.model import max_positions
 from lora.state import config_from_meta, load_tensors
 
-from . import checkpoints, engines
+from . import checkpoints, engines, optimizers
 from .config import validate
 from .models import adapter_model, check_loadable, load_tokenizer, prepared_model
 from .preemption import Preemption
@@ -196,7 +196,8 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     per_epoch = math.ceil(math.ceil(len(train_set) / t["batch_size"]) / t["grad_accum"])
     total = t["max_steps"] if t["max_steps"] is not None else math.ceil(per_epoch * t["epochs"])
     warmup = warmup_steps(t, total, task.max_length)
-    model = engine.prepare(model, _param_groups(model, t["weight_decay"]), t["lr"], warmup, total)
+    groups = optimizers.param_groups(model, t["optimizer"], t["weight_decay"])
+    model = engine.prepare(model, groups, t["lr"], warmup, total)
     r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, counts, total, per_epoch, special,
              rebuild)  # fmt: skip
     # metrics.json says how much of each split was scored: a table heads a subset "dev accuracy, 64 of 872"
@@ -339,16 +340,6 @@ def warmup_steps(t: dict, total: int, max_length: int) -> int:
     if t["warmup_tokens"]:
         return math.ceil(t["warmup_tokens"] / (t["batch_size"] * t["grad_accum"] * max_length))
     return round(t["warmup_ratio"] * total)
-
-
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    """No weight decay on biases and normalisation weights (the usual transformers recipe)."""
-    decay, rest = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (rest if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]  # DeepSpeed drops empty groups, and the schedule must match
 
 
 def _evaluate_into(r: _Run):

@@ -17,8 +17,8 @@ from torch import nn
 
 from .config import LoRAError
 from .files import read_safetensors, write_safetensors, write_text
-from .loralib_format import MICROSOFT_DEBERTA_ATTR, microsoft_deberta_positions
 from .peft_format import load_peft, save_peft
+from .positions import MICROSOFT_DEBERTA_ATTR, microsoft_deberta_positions, remove_microsoft_positions
 from .state import attach, base_model_name, check_model_type, config_from_meta, config_of, load_tensors, trainable_state
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -85,6 +85,8 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     load_tensors(model, tensors, source=file, base_model=meta.get("base_model", "?"))
     if meta.get("relative_positions") == "microsoft":  # a microsoft/LoRA DeBERTa checkpoint, saved by us
         microsoft_deberta_positions(model)
+    else:  # loaded over an adapter that had it: the handling is the adapter's, not the model's
+        remove_microsoft_positions(model)
     return model
 
 

@@ -30,6 +30,7 @@ from .config import LoRAConfig, LoRAError
 from .families import family_of
 from .files import read_safetensors
 from .model import lora_layers
+from .positions import microsoft_deberta_positions
 from .state import attach, load_tensors
 
 log = logging.getLogger(__name__)
@@ -64,9 +65,6 @@ def read_checkpoint(file: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-MICROSOFT_DEBERTA_ATTR = "lora_microsoft_deberta_positions"
-
-
 def load_loralib(
     model: nn.Module,
     file: str | Path,
@@ -80,7 +78,7 @@ def load_loralib(
     `alpha` is the checkpoint's lora_alpha (not in the file). `fused` names the enabled slices of a fused
     matrix in order (microsoft's GPT-2: q and v). Every tensor must find its place with its shape, or one
     LoRAError line names the first that does not. `microsoft_deberta`: a DeBERTa-v2 model projects its
-    relative positions as microsoft's code does (`microsoft_deberta_positions`), as its checkpoints were trained.
+    relative positions as microsoft's code does (`lora.positions`), as its checkpoints were trained.
     """
     if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 < alpha < math.inf:
         raise LoRAError(f"a loralib checkpoint does not store alpha: give the positive number its training script "
@@ -138,37 +136,6 @@ def load_loralib(
     load_tensors(model, tensors, source=file, base_model="the model given", partial=not state)
     if microsoft_deberta and family.name == "deberta-v2":
         microsoft_deberta_positions(model)
-    return model
-
-
-def microsoft_deberta_positions(model: nn.Module) -> nn.Module:
-    """With ``share_att_key``, DeBERTa-v2 projects the relative-position embeddings with W_q and W_k too.
-    microsoft/LoRA's model does the query's projection with W0 alone (``nn.Linear.forward(self.query_proj,
-    rel_embeddings)``, its loralib layers never merged), transformers' (and PEFT's, and ours by default) with
-    W0 + ΔW: 28% of the LoRA effect on a tiny model of that shape. This makes every attention block of `model`
-    do as microsoft's; merging is then refused, since a merged W0 would carry ΔW into the positions."""
-    from .layer import LoRALayer
-
-    for module in model.modules():
-        layer = getattr(module, "query_proj", None)
-        if not getattr(module, "share_att_key", False) or not isinstance(layer, LoRALayer):
-            continue
-        if layer.merged:
-            raise LoRAError("microsoft's DeBERTa position projection needs W0 apart: unmerge the model first")
-
-        def bias(*args, _module=module, _original=module.disentangled_attention_bias, _layer=layer, **kwargs):
-            _module.query_proj = _layer.base  # W0 alone, for the relative positions only
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                _module.query_proj = _layer
-
-        module.disentangled_attention_bias = bias
-        setattr(model, MICROSOFT_DEBERTA_ATTR, True)  # lora.save records it, lora.load applies it again
-        layer.merge_refused = (
-            "this DeBERTa model projects its relative positions with W0 alone (microsoft_deberta_positions); "
-            "merging would fold ΔW into them: evaluate it unmerged"
-        )
     return model
 
 

@@ -10,8 +10,10 @@ from torch import nn
 from .config import WEIGHT_TYPES, LoRAConfig, LoRAError
 from .families import family_of
 from .layer import LoRALayer, Slot, in_features
+from .positions import remove_microsoft_positions
 
 CONFIG_ATTR = "lora_config"  # where `apply` records the config on the model, for `save`
+SWAPPED_IN_ATTR = "lora_swapped_in"  # the adapter a `lora.HotSwap` has merged into the weights, if any
 
 
 def apply(model: nn.Module, config: LoRAConfig) -> nn.Module:
@@ -29,6 +31,11 @@ def apply(model: nn.Module, config: LoRAConfig) -> nn.Module:
     """
     if any(True for _ in lora_layers(model)):
         raise LoRAError("the model already has LoRA layers; call lora.unload(model) first to start over")
+    if getattr(model, SWAPPED_IN_ATTR, None) is not None:
+        raise LoRAError(
+            f"adapter {getattr(model, SWAPPED_IN_ATTR)!r} is merged into this model's weights by lora.HotSwap; "
+            "call swap.activate(None) first, so that a new adapter starts from W0"
+        )
     family = family_of(model)
     sites = family.find(model, config.targets, config.layers)
     for p in model.parameters():
@@ -80,9 +87,15 @@ def merge(model: nn.Module) -> nn.Module:
     """W = W0 + scale * B A in place, for every LoRA layer; merging twice is a no-op.
 
     An adapted embedding tied to the output layer (GPT-2, SmolLM2) is untied first: unmerged, Delta W
-    reaches only the input side, so the output layer keeps its own copy of W0 to stay equal.
+    reaches only the input side, so the output layer keeps its own copy of W0 to stay equal. A layer that refuses
+    merging (DeBERTa's positions projected with W0 alone) is found before any weight changes: a refused merge
+    leaves the model as it was.
     """
-    for _, layer in lora_layers(model):
+    layers = [layer for _, layer in lora_layers(model)]
+    refused = next((layer.merge_refused for layer in layers if getattr(layer, "merge_refused", None)), None)
+    if refused:
+        raise LoRAError(refused)
+    for layer in layers:
         if layer.kind == "embedding" and not layer.merged:
             _untie(model, layer.base.weight)
         layer.merge()
@@ -105,8 +118,12 @@ def unmerge(model: nn.Module) -> nn.Module:
 
 
 def unload(model: nn.Module, merged: bool = True) -> nn.Module:
-    """Put the plain base layers back, with Delta W merged in (or not): a plain transformers model again."""
+    """Put the plain base layers back, with Delta W merged in (or not): a plain transformers model again.
+
+    What the adapter changed beside its layers goes too: DeBERTa's position handling (`lora.positions`).
+    """
     merge(model) if merged else unmerge(model)
+    remove_microsoft_positions(model)
     for name, layer in list(lora_layers(model)):
         _replace(model, name, layer.base)
     if hasattr(model, CONFIG_ATTR):

@@ -55,6 +55,7 @@ from .config import LoRAError
 from .io import load as load_adapter
 from .layer import _kind
 from .model import _replace, family_heads, lora_layers, unload
+from .positions import project_positions_with_w0, remove_microsoft_positions, w0_position_sites
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
@@ -80,11 +81,16 @@ class Adapter:
 
     name: str
     factors: dict[tuple[str, str], Factors]
-    head: dict[str, torch.Tensor] = field(default_factory=dict)  # parameter name -> tensor
+    head: dict[str, torch.Tensor] = field(default_factory=dict)  # parameter name -> tensor (heads; HotSwap: biases)
+    # DeBERTa's W_q sites whose relative positions this adapter projects with W0 alone (microsoft's handling)
+    w0_positions: frozenset[str] = frozenset()
 
 
-def read(model: nn.Module, name: str, path: str | os.PathLike) -> Adapter:
+def read(model: nn.Module, name: str, path: str | os.PathLike, merged: bool = False) -> Adapter:
     """Read an adapter (ours or PEFT's) with every check `lora.load` makes, leaving `model` as it was.
+
+    A bank gathers factors of Linear and Conv1D layers and shares the base's biases, so an adapted embedding or
+    trained biases are refused, unless `merged` (for `HotSwap`): then trained biases are replaced whole, as heads.
 
     The adapter is loaded into the model itself, its factors copied out, and the model put back
     (LoRA layers removed, the head's weights restored): no second copy of the base model is made.
@@ -101,7 +107,7 @@ def read(model: nn.Module, name: str, path: str | os.PathLike) -> Adapter:
         load_adapter(model, path)  # inside: a file that fails half-way must not leave LoRA layers behind
         factors = {}
         for site, layer in lora_layers(model):
-            if layer.kind == "embedding":
+            if layer.kind == "embedding" and not merged:
                 raise LoRAError(f"adapter {name!r} adapts the embedding; serve it merged, not in a bank")
             for t, s in layer.slots.items():
                 A, B = layer.lora_A[t].detach().clone(), layer.lora_B[t].detach().clone()
@@ -109,19 +115,25 @@ def read(model: nn.Module, name: str, path: str | os.PathLike) -> Adapter:
         lora_names = {f"{site}.lora_{m}.{t}" for site, t in factors for m in "AB"}
         trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         other = [n for n in trained if n not in lora_names and n.split(".")[0] not in heads]
-        if other:
+        if other and not merged:
             raise LoRAError(
                 f"adapter {name!r} also trains {other[0]} (biases?); a bank shares the base's weights, "
                 "so serve this one merged"
             )
-        head = {n: t for n, t in trained.items() if n.split(".")[0] in heads}
+        head = {_plain_name(n): t for n, t in trained.items() if n.split(".")[0] in heads or n in other}
+        w0_positions = w0_position_sites(model)
     finally:
         unload(model, merged=False)
         with torch.no_grad():
             params = dict(model.named_parameters())
             for n, t in before.items():
                 params[n].copy_(t)
-    return Adapter(name, factors, head)
+    return Adapter(name, factors, head, w0_positions)
+
+
+def _plain_name(name: str) -> str:
+    """A parameter's name once LoRA layers are unloaded (a LoRA layer's ``base.bias`` is the layer's ``bias``)."""
+    return name[: -len(".base.bias")] + ".bias" if name.endswith(".base.bias") else name
 
 
 class _Rows:
@@ -179,6 +191,11 @@ class AdapterBankLayer(nn.Module):
         n_in = w.shape[1] if self.kind == "linear" else w.shape[0]
         here = [a for a in adapters if any((site, t) in a.factors for t in self.parts)]
         self.slot_of = _slots([a in here for a in adapters])
+        # The relative positions of DeBERTa (through W_q): W0 alone for an adapter with microsoft's handling.
+        self.positions_slot_of = self.slot_of.clone()
+        for i, a in enumerate(adapters, start=1):
+            if site in a.w0_positions:
+                self.positions_slot_of[i] = 0
         for t, (_, width) in self.parts.items():
             mine = [a.factors.get((site, t)) for a in here]
             rank = max(f.A.shape[0] for f in mine if f is not None)
@@ -191,9 +208,13 @@ class AdapterBankLayer(nn.Module):
             setattr(self, f"A_{t}", A)
             setattr(self, f"B_{t}", B)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def for_positions(self) -> nn.Module:
+        """This layer as DeBERTa's relative positions see it (`lora.positions`): each adapter's choice."""
+        return _PositionsView(self)
+
+    def forward(self, x: torch.Tensor, slot_of: torch.Tensor | None = None) -> torch.Tensor:
         y = self.base(x)
-        ids = self._rows.for_batch(x.shape[0], self.slot_of).to(x.device)
+        ids = self._rows.for_batch(x.shape[0], self.slot_of if slot_of is None else slot_of).to(x.device)
         b, out = x.shape[0], y.shape[-1]
         x3, y3 = x.reshape(b, -1, x.shape[-1]), y.reshape(b, -1, out)
         one = ids[0] if bool((ids == ids[0]).all()) else None  # a batch for one adapter: plain matmuls
@@ -212,6 +233,17 @@ class AdapterBankLayer(nn.Module):
     def extra_repr(self) -> str:
         parts = ", ".join(f"{t}: R={getattr(self, f'A_{t}').shape[1]}" for t in self.parts)
         return f"{self.kind}, {getattr(self, f'A_{next(iter(self.parts))}').shape[0] - 1} adapters, {parts}"
+
+
+class _PositionsView(nn.Module):
+    """A bank layer applied with its positions' slots (0 for adapters that project positions with W0)."""
+
+    def __init__(self, layer: AdapterBankLayer):
+        super().__init__()
+        object.__setattr__(self, "layer", layer)  # not a child module: a view, in place only for one call
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x, self.layer.positions_slot_of)
 
 
 class HeadBank(nn.Module):
@@ -267,7 +299,8 @@ class AdapterBank:
             self._rows.ids = None
 
     def remove(self) -> nn.Module:
-        """Put the plain base layers and head back; returns the model."""
+        """Put the plain base layers and head back (and DeBERTa's own position handling); returns the model."""
+        remove_microsoft_positions(self.model)
         for name, module in list(self.model.named_modules()):
             if isinstance(module, AdapterBankLayer | HeadBank):
                 _replace(self.model, name, module.base if isinstance(module, AdapterBankLayer) else module.head)
@@ -304,6 +337,7 @@ def load(model: nn.Module, adapters: Mapping[str, str | os.PathLike]) -> Adapter
             {n.split(".", 1)[1]: t for n, t in a.head.items() if n.split(".")[0] == head} or None for a in read_all
         ]
         _replace(model, head, HeadBank(model.get_submodule(head), states, rows))
+    project_positions_with_w0(model, {site for a in read_all for site in a.w0_positions})
     return AdapterBank(model, list(adapters), rows)
 
 

@@ -20,6 +20,7 @@ from .families import family_of
 from .files import read_safetensors, write_safetensors, write_text
 from .loralib_format import read_checkpoint
 from .model import lora_layers
+from .positions import remove_microsoft_positions, w0_position_sites
 from .state import attach, base_model_name, check_model_type, config_from_meta, config_of, load_tensors, trainable_state
 
 WEIGHTS = "adapter_model.safetensors"
@@ -47,6 +48,11 @@ def save_peft(model: nn.Module, folder) -> Path:
     folder = Path(folder)
     if folder.suffix:
         raise LoRAError(f"{folder}: the PEFT format is a folder; give a folder path")
+    if w0_position_sites(model):  # PEFT has no such option: its DeBERTa projects positions with W0 + ΔW
+        raise LoRAError(
+            "this DeBERTa model projects its relative positions with W0 alone (microsoft's handling), which PEFT "
+            "cannot represent (it would use W0 + ΔW); save it in this library's format (format='lora')"
+        )
     tensors, ranks, alphas = {}, {}, {}
     for name, layer in lora_layers(model):
         types = list(layer.slots)
@@ -141,6 +147,7 @@ def load_peft(model: nn.Module, folder: Path) -> nn.Module:
     if not cfg.get("ensure_weight_tying"):
         _untie_saved_embedding(model, ours)
     load_tensors(model, ours, source=folder, base_model=str(cfg.get("base_model_name_or_path")))
+    remove_microsoft_positions(model)  # PEFT projects DeBERTa's positions with W0 + ΔW, whatever was loaded before
     return model
 
 

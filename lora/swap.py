@@ -39,6 +39,7 @@ from torch import nn
 
 from .config import LoRAError
 from .layer import weight_slice
+from .model import SWAPPED_IN_ATTR, _untie
 from .multi import Adapter, check_name, read
 
 
@@ -50,15 +51,23 @@ class HotSwap:
             check_name(name)
         self.model = model
         self.exact = exact
-        self.adapters: dict[str, Adapter] = {name: read(model, name, path) for name, path in adapters.items()}
+        self.adapters = {name: read(model, name, path, merged=True) for name, path in adapters.items()}
+        for name, adapter in self.adapters.items():
+            if adapter.w0_positions:  # as lora.merge refuses: merged, W0 + ΔW would reach the positions
+                raise LoRAError(
+                    f"adapter {name!r} projects DeBERTa's relative positions with W0 alone (microsoft's handling), "
+                    "which a merged model cannot do; serve it in a bank (lora.multi) or unmerged (lora.load)"
+                )
         self.active: str | None = None
-        params = dict(model.named_parameters())
         keys = {(site, t) for a in self.adapters.values() for site, t in a.factors}
         self._views = {}
         for site, t in sorted(keys):
             f = next(a.factors[site, t] for a in self.adapters.values() if (site, t) in a.factors)
+            if isinstance(model.get_submodule(site), nn.Embedding):  # as lora.merge: the tied output keeps W0
+                _untie(model, model.get_submodule(site).weight)
             self._views[site, t] = weight_slice(model.get_submodule(site), f.offset, f.width)
         head_names = {n for a in self.adapters.values() for n in a.head}
+        params = dict(model.named_parameters())  # after untying: the output layer may have its own weight now
         self._heads = {n: params[n] for n in head_names}
         self._base_heads = {n: p.detach().clone() for n, p in self._heads.items()}
         # W0 of the adapted slices (a copy, not a view), from which every exact swap starts.
@@ -86,6 +95,7 @@ class HotSwap:
         for n, p in self._heads.items():
             p.copy_(new.head[n] if new is not None and n in new.head else self._base_heads[n])
         self.active = name
+        setattr(self.model, SWAPPED_IN_ATTR, name)  # lora.apply refuses to stack an adapter on a merged one
 
     def _adapter(self, name: str | None) -> Adapter | None:
         return None if name is None else self.adapters[name]

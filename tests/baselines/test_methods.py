@@ -176,3 +176,38 @@ def test_prefix_layer_starts_from_the_activations_of_real_tokens(method, family)
     assert len(got) == L + 1
     for block, (a, b) in enumerate(zip(want, got, strict=True)):
         assert torch.allclose(a, b, atol=1e-5), block
+
+
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        ("ft_top2", {"blocks": 0}, r"method.blocks=0 must be 1 to 2 \(the model has 2 blocks\)"),  # was: every block
+        ("ft_top2", {"blocks": -1}, r"method.blocks=-1 must be 1 to 2"),  # was: every block but the first
+        ("ft_top2", {"blocks": 3}, r"method.blocks=3 must be 1 to 2"),  # was: every block, silently
+        ("ft_top2", {"blocks": 1.5}, r"method.blocks must be a whole number .*got 1.5"),  # was: int() -> 1
+        ("ft_top2", {"blocks": True}, r"method.blocks must be a whole number .*got True"),  # was: 1
+        ("adapter_h", {"r": 2.7}, r"method.r must be a whole number .*got 2.7"),  # was: int() -> r = 2
+        ("adapter_p", {"r": "4"}, r"method.r must be a whole number .*got '4'"),  # was: text read as a number
+        ("prefix_embed", {"l_p": -2, "l_i": 8}, r"method.l_p=-2 must be 0 or more"),
+        ("prefix_embed", {"l_p": 2.5}, r"method.l_p must be a whole number"),  # was: int() -> 2
+    ],
+)
+def test_every_integer_method_option_is_checked_for_type_and_range(method, options, message):
+    family = "gpt2" if "prefix" in method else "bert"
+    with pytest.raises(baselines.MethodError, match=message):
+        baselines.prepare(tiny(family), {"name": method, **options})
+
+
+def test_ft_top2_blocks_counts_from_the_top_and_zero_is_refused_before_loading():
+    """`blocks[-0:]` trained all 17,154 parameters of tiny BERT for blocks=0; one block trains 8,610 (the head 66)."""
+    c = lora.count(baselines.prepare(tiny("bert"), {"name": "ft_top2", "blocks": 1}))
+    assert (c.trainable, c.by_type["head"]) == (8610, 66)
+    with pytest.raises(baselines.MethodError, match="method.blocks=0 must be 1 to 24"):
+        baselines.check("ft_top2", "gpt2", {"name": "ft_top2", "blocks": 0}, blocks=24)  # from the config alone
+    baselines.check("ft_top2", "gpt2", {"name": "ft_top2", "blocks": 24}, blocks=24)
+
+
+def test_prefix_tokens_that_fill_the_models_positions_are_refused_before_training():
+    """l_p=100 on a 64-position GPT-2 trained, then stopped at decoding with "lower task.max_length"."""
+    with pytest.raises(baselines.MethodError, match="l_p \\+ l_i = 108 special tokens leave no room .* 64 positions"):
+        baselines.prepare(build("tiny_gpt2", head="causal_lm"), {"name": "prefix_embed", "l_p": 100, "l_i": 8})

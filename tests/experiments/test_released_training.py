@@ -17,7 +17,6 @@ import lora
 from experiments import optimizers
 from experiments.tasks import NLGTask
 from experiments.tasks.nlg import Pair
-from experiments.train import _param_groups
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
 sys.path.insert(0, str(GOLDEN_DIR))
@@ -80,7 +79,7 @@ def test_two_training_steps_equal_gpt2_ft_within_1e_6():
     tokenizer = gpt2.gpt2_tokenizer()
     tokenizer.pad_token = tokenizer.eos_token
     task = NLGTask("e2e", max_length=512)
-    optimizer = optimizers.build("adamw_released", _param_groups(model, 0.01), lr=2e-4)
+    optimizer = optimizers.build("adamw_released", optimizers.param_groups(model, "adamw_released", 0.01), lr=2e-4)
     pairs = [Pair(c, r) for c, r in gpt2.pairs("valid", 8)]
     for k, step in enumerate(GOLDEN["steps"]):
         batch = task.batch(tokenizer, pairs[4 * k : 4 * k + 4])

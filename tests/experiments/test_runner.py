@@ -24,7 +24,9 @@ from lora.files import read_safetensors
 MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 TASKS = sorted(p.stem for p in (CONF_DIR / "task").glob("*.yaml"))
-EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if not p.stem.startswith("cpu_"))
+EXPERIMENTS = sorted(
+    p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if not p.stem.startswith(("cpu_", "none"))
+)
 CPU_EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("cpu_*.yaml"))  # scaled to 2 CPU cores
 
 
