@@ -45,7 +45,7 @@ def test_a_hub_model_is_refused_before_anything_runs_when_the_hub_is_off(monkeyp
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SystemExit, match="'roberta_base' needs the hub"):
-        check_config(["model=roberta_base", "task=rte", f"trainer.output_dir={tmp_path}/run"])
+        check_config(["model=roberta_base", "task=sst2", f"trainer.output_dir={tmp_path}/run"])
     assert not (tmp_path / "run").exists()
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # with the hub on, loading is left to the run
-    check_config(["model=roberta_base", "task=rte", f"trainer.output_dir={tmp_path}/run"])
+    check_config(["model=roberta_base", "task=sst2", f"trainer.output_dir={tmp_path}/run"])
