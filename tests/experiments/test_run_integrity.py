@@ -16,32 +16,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-from omegaconf import OmegaConf
+from test_bad_inputs import outcome  # the one in-process run.py of the bad-input tests
 from test_prompt_tasks import FILES as PROMPT_FILES
 
 import experiments.train
 from experiments import decode
-from experiments.cli import USER_ERRORS, check_config, compose
 from experiments.paths import data_dir
 from experiments.runs import RunError, ScalarLog
 from experiments.tasks import TaskError, build_task
-from experiments.train import run
 
 TINY = ["model=tiny_bert", "task=rte", "trainer.max_steps=2", "trainer.train_limit=16", "trainer.eval_limit=8",
         "trainer.batch_size=8", "trainer.eval_every=2", "trainer.threads=1"]  # fmt: skip
 RTE_HEADER = "index\tsentence1\tsentence2\tlabel\n"
-
-
-def outcome(argv: list[str]) -> tuple[int, str]:
-    """(exit code, the error line) of `python run.py ARGV`, run in this process as run.py does."""
-    try:
-        check_config(argv)
-        run(OmegaConf.to_container(compose(argv), resolve=True))
-    except SystemExit as exit_:
-        return 1, str(exit_.code)
-    except USER_ERRORS as err:
-        return 2, f"error: {err}"
-    return 0, ""
 
 
 def rte_files(glue: Path, flip: bool = False) -> Path:
