@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import LoRAError
 from .files import read_safetensors, write_safetensors, write_text
+from .model import lora_layers
 from .peft_format import load_peft, save_peft
 from .positions import MICROSOFT_DEBERTA_ATTR, microsoft_deberta_positions, remove_microsoft_positions
 from .state import attach, base_model_name, check_model_type, config_from_meta, config_of, load_tensors, trainable_state
@@ -81,9 +82,13 @@ def load(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         raise LoRAError(f"{file} has no LoRA config in its header: {_what_else(file, tensors)}")
     config = config_from_meta(meta, file)
     check_model_type(model, meta.get("model_type", ""), meta.get("base_model", "?"), file)
+    microsoft = meta.get("relative_positions") == "microsoft"
+    if microsoft and any(layer.merged for _, layer in lora_layers(model)):  # before any tensor is replaced
+        raise LoRAError(f"{file} projects DeBERTa's relative positions with W0 alone, which a merged model no longer "
+                        "holds apart: lora.unmerge(model) first")  # fmt: skip
     attach(model, config, source=file)
     load_tensors(model, tensors, source=file, base_model=meta.get("base_model", "?"))
-    if meta.get("relative_positions") == "microsoft":  # a microsoft/LoRA DeBERTa checkpoint, saved by us
+    if microsoft:  # a microsoft/LoRA DeBERTa checkpoint, saved by us
         microsoft_deberta_positions(model)
     else:  # loaded over an adapter that had it: the handling is the adapter's, not the model's
         remove_microsoft_positions(model)

@@ -183,3 +183,13 @@ def test_a_bank_that_refuses_an_adapter_leaves_no_handling_behind(alone, tmp_pat
         lora.multi.load(model, {"biased": biased})
     assert all(torch.equal(out, alone[None]) for out in passes(model, 2))  # main: a LoRA layer back from pass 2
     assert not has_patch(model)
+
+
+def test_an_adapter_with_the_handling_is_refused_by_a_merged_model_before_anything_changes(files):
+    """It used to replace the merged adapter's tensors first and refuse after (found trying cases anew)."""
+    model = lora.load(tiny("deberta-v2"), files["c"])  # transformers' way: merging is allowed
+    lora.merge(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(LoRAError, match="W0 alone.*merged model.*lora.unmerge"):
+        lora.load(model, files["a"])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
