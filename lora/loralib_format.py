@@ -84,6 +84,9 @@ def load_loralib(
         raise LoRAError(f"a loralib checkpoint does not store alpha: give the positive number its training script "
                         f"used (got {alpha!r})")  # fmt: skip
     file = Path(file)
+    if any(True for _ in lora_layers(model)):  # its LoRA layers would be found as "weights" to adapt
+        raise LoRAError(f"load_loralib reads {file.name} into a plain model, and this one already has LoRA layers: "
+                        "give it the base model, or lora.unload(model) first")  # fmt: skip
     family = family_of(model)
     type_of = family.find(model, family.weight_types())
     base = plain_tensors(model)

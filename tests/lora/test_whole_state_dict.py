@@ -274,3 +274,11 @@ def test_our_adapter_given_to_load_loralib_says_to_use_lora_load(adapted, tmp_pa
         LoRAError, match="an adapter in this library's or PEFT's layout, not loralib's: load it with lora.load"
     ):
         lora.load_loralib(tiny("bert"), lora.save(adapted, tmp_path / "ours.safetensors"), alpha=ALPHA)
+
+
+def test_load_loralib_into_a_model_that_already_has_lora_says_so(tmp_path):
+    """It used to say "query is a LoRALayer; LoRA adapts Linear, Conv1D and Embedding" (found trying cases anew)."""
+    model = lora.apply(tiny("bert"), lora.LoRAConfig(r=2, targets=("q", "v")))
+    torch.save({"bert.encoder.layer.0.attention.self.query.lora_A": torch.zeros(2, 32)}, tmp_path / "x.bin")
+    with pytest.raises(lora.LoRAError, match="already has LoRA layers: give it the base model, or lora.unload"):
+        lora.load_loralib(model, tmp_path / "x.bin", alpha=4)
