@@ -80,7 +80,12 @@ def check_loadable(model: str | dict):
     hub = conf.get("hub")
     if hub is None:
         raise ModelError(f"model {conf['name']!r} has no weights anywhere; it can only be built on the meta device")
-    if not Path(hub).exists() and _hub_off() and not _cached(hub):
+    if hub.startswith(("/", ".", "~")) or hub.count("/") > 1:  # a local folder, not a hub id
+        if not Path(hub).expanduser().is_dir():
+            raise ModelError(f"cannot load {conf['name']!r} from {hub}: no such folder; give model.hub=/path/to/a "
+                             "transformers model folder")  # fmt: skip
+        return
+    if _hub_off() and not _cached(hub):
         raise ModelError(
             f"model {conf['name']!r} needs the hub ({hub}), which is off (HF_HUB_OFFLINE=1) and has no cached copy "
             f"of it: run with HF_HUB_OFFLINE=0, or download it elsewhere and give model.hub=/path/to/folder"
@@ -96,7 +101,10 @@ def _cached(repo_id: str) -> bool:
     """Whether the hub's cache holds this model's config (what loading it offline needs first)."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid hub id (huggingface_hub's HFValidationError): nothing of it can be cached
+        return False
 
 
 def build(model: str | dict, head: str = "base", num_labels: int = 2, device: str | None = None, seed: int = 0):
