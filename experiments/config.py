@@ -26,7 +26,10 @@ class TrainerConfig:
     output_dir: str = "runs/unnamed"
     lr: float = 5e-4
     batch_size: int = 16
-    eval_batch_size: int = 64
+    eval_batch_size: int = 64  # examples per evaluation forward when length_batching is off
+    length_batching: bool = True  # each step's examples sorted by length into micro-batches (experiments/batching.py)
+    micro_batch_tokens: int = 256  # length_batching: padded tokens (examples x longest) per training forward
+    eval_batch_tokens: int = 4096  # length_batching: padded tokens per evaluation forward
     epochs: float = 1.0
     max_steps: int | None = None  # caps the run (smoke tests); None = epochs decide
     warmup_ratio: float = 0.0  # of the total optimizer steps ...
@@ -66,6 +69,8 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "lr": ("> 0", lambda v: v > 0),
     "batch_size": ("> 0", lambda v: v > 0),
     "eval_batch_size": ("> 0", lambda v: v > 0),
+    "micro_batch_tokens": ("> 0", lambda v: v > 0),
+    "eval_batch_tokens": ("> 0", lambda v: v > 0),
     "grad_accum": ("> 0", lambda v: v > 0),
     "log_every": ("> 0", lambda v: v > 0),
     "max_steps": (">= 0 (0: evaluate the untrained model) or null", lambda v: v >= 0),

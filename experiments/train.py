@@ -30,7 +30,7 @@ from lora.files import read_safetensors
 from lora.model import max_positions
 from lora.state import config_from_meta, load_tensors
 
-from . import checkpoints, engines, optimizers
+from . import batching, checkpoints, engines, optimizers
 from .config import validate
 from .models import adapter_model, check_loadable, load_tokenizer, prepared_model
 from .preemption import Preemption
@@ -60,27 +60,36 @@ def batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world
     return [chunk[rank::world] for chunk in full if len(chunk) >= world]
 
 
-@torch.no_grad()
-def evaluate(model, tokenizer, task, items: list, batch_size: int, device, engine=None) -> dict[str, float]:
-    """The task's metrics on `items`. Under an engine of several processes each predicts every world-th
-    batch and engine.gather brings the outputs together; all run as many forwards, since under ZeRO-3
-    every forward gathers parameters from every process: one short of a batch predicts the set's first
-    batch again, and drops the outputs.
+def evaluate(model, tokenizer, task, items: list, groups: list[list[int]], device, engine=None) -> dict[str, float]:
+    """The task's metrics on `items`, predicted in `groups` (positions into `items`, one forward each:
+    `eval_groups`) and scored in the items' order. Under an engine of several processes each predicts every
+    world-th group and engine.gather brings the outputs together; all run as many forwards, since under
+    ZeRO-3 every forward gathers parameters from every process: one short of a group predicts the first
+    group again, and drops the outputs.
     """
     rank, world, gather = (engine.rank, engine.world, engine.gather) if engine else (0, 1, lambda x: [x])
-    starts = list(range(0, len(items), batch_size))
-    mine = starts[rank::world]
-    rounds = math.ceil(len(starts) / world)
+    mine = list(range(len(groups)))[rank::world]
+    rounds = math.ceil(len(groups) / world)
     special = getattr(model, "special_tokens", None)
     model.eval()
     try:
-        outputs = {s: task.predict(model, tokenizer, items[s : s + batch_size], device, special) for s in mine}
-        for _ in range(rounds - len(mine)):  # an output nobody reads
-            task.predict(model, tokenizer, items[:batch_size], device, special)
+        with torch.inference_mode():
+            outputs = {g: task.predict(model, tokenizer, [items[i] for i in groups[g]], device, special) for g in mine}
+            for _ in range(rounds - len(mine)):  # an output nobody reads
+                task.predict(model, tokenizer, [items[i] for i in groups[0]], device, special)
     finally:
         model.train()
-    everyone = {s: out for part in gather(outputs) for s, out in part.items()}
-    return task.metrics([o for s in starts for o in everyone[s]], items)
+    everyone = {g: out for part in gather(outputs) for g, out in part.items()}
+    return task.metrics(batching.restore_order(groups, [everyone[g] for g in range(len(groups))]), items)
+
+
+def eval_groups(t: dict, items: list, length: Callable[[object], int]) -> list[list[int]]:
+    """How evaluation batches `items`: sorted by length under trainer.eval_batch_tokens (trainer.length_batching),
+    else in order, trainer.eval_batch_size at a time."""
+    if t["length_batching"]:
+        return batching.by_length([length(item) for item in items], t["eval_batch_tokens"])
+    size = t["eval_batch_size"]
+    return [list(range(s, min(s + size, len(items)))) for s in range(0, len(items), size)]
 
 
 def run(cfg: dict) -> dict:
@@ -113,6 +122,8 @@ class _Run:
     model: torch.nn.Module
     train_set: list
     eval_sets: dict[str, list]
+    eval_groups: dict[str, list[list[int]]]  # each split's forwards: `eval_groups`
+    length: Callable[[object], int]  # an example's tokens, as the task batches it
     counts: lora.ParamCount
     total: int  # optimizer steps
     per_epoch: int
@@ -122,6 +133,7 @@ class _Run:
     wandb_run: object = None
     scalars: ScalarLog | None = None  # the main process's per-step scalars (CSV, TensorBoard, wandb)
     eval_examples: dict = field(default_factory=dict)  # split -> {"used": n, "of": the split's size}
+    train_lengths: dict[int, int] = field(default_factory=dict)  # tokens of each training example met so far
 
 
 def _train(cfg: dict, engine: engines.Engine) -> dict:
@@ -198,8 +210,10 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     warmup = warmup_steps(t, total, task.max_length)
     groups = optimizers.param_groups(model, t["optimizer"], t["weight_decay"])
     model = engine.prepare(model, groups, t["lr"], warmup, total)
-    r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, counts, total, per_epoch, special,
-             rebuild)  # fmt: skip
+    length = batching.token_length(task, tokenizer, special)
+    groups = {s: eval_groups(t, items, length) for s, items in eval_sets.items()}
+    r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, groups, length, counts, total,
+             per_epoch, special, rebuild)  # fmt: skip
     # metrics.json says how much of each split was scored: a table heads a subset "dev accuracy, 64 of 872"
     r.eval_examples = {s: {"used": len(eval_sets[s]), "of": len(whole[s])} for s in whole}
     r.state = {"step": 0, "epoch": 0, "batch": 0, "evals": [], "best": None, "loss": None, "train_seconds": 0.0}
@@ -240,7 +254,7 @@ def _loop(r: _Run, started: float) -> dict | None:
                                     engine.world)  # fmt: skip
             for first in range(state["batch"], len(epoch_batches), t["grad_accum"]):
                 chunks = epoch_batches[first : first + t["grad_accum"]]
-                micro = [r.task.batch(r.tokenizer, [r.train_set[j] for j in chunk], r.special) for chunk in chunks]
+                micro = _micro_batches(r, chunks)
                 loss = _accumulate(engine, r.model, r.task, micro, t["label_smoothing"])
                 if not math.isfinite(loss):
                     _diverged(r.folder, r.cfg, state, loss, engine.is_main)
@@ -261,6 +275,21 @@ def _loop(r: _Run, started: float) -> dict | None:
         preemption.restore()
     bar.close()
     return None
+
+
+def _micro_batches(r: _Run, chunks: list[list[int]]) -> list[dict]:
+    """The tensors of one optimizer step's forwards: its chunks of the epoch's order as they are, or
+    (trainer.length_batching) all its examples sorted by length into micro-batches under a token budget."""
+    t, task, tokenizer, special = r.cfg["trainer"], r.task, r.tokenizer, r.special
+    if not t["length_batching"]:
+        return [task.batch(tokenizer, [r.train_set[j] for j in chunk], special) for chunk in chunks]
+    step = [j for chunk in chunks for j in chunk]
+    for j in step:
+        if j not in r.train_lengths:
+            r.train_lengths[j] = r.length(r.train_set[j])
+    gather = r.engine.gather if r.engine.world > 1 else None
+    groups = batching.step_groups([r.train_lengths[j] for j in step], t["micro_batch_tokens"], gather)
+    return [task.batch(tokenizer, [r.train_set[step[i]] for i in group], special) for group in groups]
 
 
 def _after_step(r: _Run, started: float, done: bool, preemption: Preemption, bar) -> dict | None:
@@ -343,11 +372,13 @@ def warmup_steps(t: dict, total: int, max_length: int) -> int:
 
 
 def _evaluate_into(r: _Run):
-    t, engine, task, state = r.cfg["trainer"], r.engine, r.task, r.state
+    engine, task, state = r.engine, r.task, r.state
+    began = time.time()
     scores = {
-        split: evaluate(engine.module(), r.tokenizer, task, items, t["eval_batch_size"], engine.device, engine)
+        split: evaluate(engine.module(), r.tokenizer, task, items, r.eval_groups[split], engine.device, engine)
         for split, items in r.eval_sets.items()
     }
+    state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.time() - began  # within train_seconds
     main_split = task.eval_splits[0]
     record = {
         "step": state["step"],
@@ -447,6 +478,7 @@ def _finish(r: _Run, model, started: float) -> dict:
         "data": data,
         "wall_seconds": round(time.time() - started, 1),
         "train_seconds": train_seconds,
+        "eval_seconds": round(state.get("eval_seconds", 0.0), 1),  # the evaluations during training
         "final_seconds": round(time.time() - final_started, 1),
         "adapters": {"last": folder.adapter.name, "best": folder.best_adapter.name, "best_step": state["best"]["step"]},
         **({"evaluated_adapter": cfg["trainer"]["eval_adapter"]} if cfg["trainer"]["eval_adapter"] else {}),

@@ -85,7 +85,7 @@ class _Best:
         return bool((self.score >= reachable).all())
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(model, contexts: list[list[int]], s: dict, end_ids: list[int], pad_id: int) -> list[list[int]]:
     """Generated token ids of each context (ending with its end token, if one was chosen), `s` being checked
     decoding settings (`generation.decoding_settings`)."""

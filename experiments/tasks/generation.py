@@ -92,7 +92,7 @@ def decoding_settings(settings: dict | None) -> dict:
     return s
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate(
     model, tokenizer, contexts: list[list[int]], settings: dict | None, device, desc: str = "decode"
 ) -> list[str]:

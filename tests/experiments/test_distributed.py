@@ -41,7 +41,8 @@ WIDTH, LR = 32, 1e-2  # tiny GPT-2's n_embd; the learning rate below
 COMMON = ["model=tiny_gpt2", "model.arch.n_layer=3", "+model.arch.resid_pdrop=0", "+model.arch.embd_pdrop=0",
           "+model.arch.attn_pdrop=0", "trainer.max_steps=6", "trainer.train_limit=68", "trainer.eval_limit=16",
           "trainer.eval_batch_size=6", "trainer.batch_size=8", "trainer.grad_accum=2", "trainer.eval_every=3",
-          "trainer.lr=1e-2", "trainer.threads=1", "trainer.warmup_steps=2", "trainer.weight_decay=0.01"]  # fmt: skip
+          "trainer.lr=1e-2", "trainer.threads=1", "trainer.warmup_steps=2", "trainer.weight_decay=0.01",
+          "trainer.micro_batch_tokens=200", "trainer.eval_batch_tokens=400"]  # fmt: skip
 METHODS = sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
 RUNS = {m: ["task=rte", f"method={m}"] for m in METHODS}
 # E2E: the processes' micro-batches hold different numbers of completion tokens, which the loss must weigh
@@ -49,6 +50,9 @@ E2E = ["task=e2e", "method=lora", "method.dropout=0", "model.arch.n_positions=25
        "task.decoding.num_beams=1", "task.decoding.max_new_tokens=4"]  # fmt: skip
 if all((data_dir() / "e2e" / f).exists() for f in ("trainset.csv", "devset.csv", "testset_w_refs.csv")):
     RUNS["e2e_lora"] = E2E
+# single-process references without length batching: every engine's length-batched run must end with their weights
+UNBATCHED = {f"{name}_unbatched": [*RUNS[name], "trainer.length_batching=false"] for name in ("lora", "e2e_lora")
+             if name in RUNS}  # fmt: skip
 ENGINES = ("ddp", "deepspeed_zero2", "deepspeed_zero3", "deepspeed_zero3_offload")
 PLANS = {engine: list(RUNS) for engine in ENGINES}  # every run under every engine
 RESUMED = ("ddp", "deepspeed_zero2", "deepspeed_zero3")  # also stopped after step 4 and resumed from step 3
@@ -86,7 +90,7 @@ def single(tmp_path_factory) -> Path:
     """The single-process run of every method (and E2E), the reference."""
     root = tmp_path_factory.mktemp("single")
     with hydra_context():
-        for name, overrides in RUNS.items():
+        for name, overrides in {**RUNS, **UNBATCHED}.items():
             cfg = compose([f"trainer.output_dir={root / name}", *COMMON, *overrides])
             run(OmegaConf.to_container(cfg, resolve=True))
     return root
@@ -134,6 +138,25 @@ def test_two_processes_end_with_the_single_process_weights(engine, name, single,
     for mine, one in zip(m["evals"], ref["evals"], strict=True):  # 3 dev batches spread over 2 processes
         assert mine == pytest.approx(one, rel=1e-4)
     assert "2 processes, 4 examples each per step" in (ours / "log.txt").read_text()
+
+
+LENGTH_CASES = [(engine, name) for engine in ("single", *ENGINES) for name in UNBATCHED]
+
+
+@pytest.mark.parametrize(("engine", "name"), LENGTH_CASES, ids=[f"{e}-{n}" for e, n in LENGTH_CASES])
+def test_length_batched_steps_end_with_the_weights_of_unbatched_ones(engine, name, single, launched):
+    """Each step's 16 examples sorted by length into micro-batches of at most 200 padded tokens (RTE's run 1 to 4
+    to a forward, a process's count matched to the other's) against the same steps as 2 micro-batches of 8 in
+    the epoch's order, on one process: the same weights to float rounding, under every engine. On E2E the loss
+    weighs the micro-batches by completion tokens."""
+    needs_deepspeed(engine)
+    batched = (single if engine == "single" else launched(engine)) / name.removesuffix("_unbatched")
+    diffs = compare(batched, single / name, WIDTH)
+    assert diffs["max_abs_diff"] <= TOLERANCE, f"{engine} {name}: trained values differ by up to {diffs}"
+    m, ref = (json.loads((f / "metrics.json").read_text()) for f in (batched, single / name))
+    assert m["last_loss"] == pytest.approx(ref["last_loss"], rel=1e-5)
+    for mine, one in zip(m["evals"], ref["evals"], strict=True):  # dev sorted by length vs in order: same scores
+        assert mine == pytest.approx(one, rel=1e-4)
 
 
 @pytest.mark.parametrize("engine", RESUMED)

@@ -193,7 +193,7 @@ def test_full_fine_tuning_and_regression_task(tmp_path):
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
     common = ("model=tiny_bert", "task=rte", "method.dropout=0.1", "trainer.max_steps=9", "trainer.train_limit=40",
               "trainer.eval_limit=8", "trainer.batch_size=8", "trainer.eval_every=3",
-              "trainer.grad_accum=2")  # fmt: skip
+              "trainer.grad_accum=2", "trainer.micro_batch_tokens=200")  # fmt: skip
     run(config(tmp_path / "straight", *common))
     stopped = run(config(tmp_path / "resumed", *common, "trainer.stop_after=5"))
     assert stopped == {"status": "stopped", "step": 5}
@@ -339,7 +339,9 @@ def test_evaluation_spreads_its_batches_over_the_processes_and_every_process_run
     import threading
     from types import SimpleNamespace
 
-    from experiments.train import evaluate
+    from experiments.train import eval_groups, evaluate
+
+    pairs = eval_groups({"length_batching": False, "eval_batch_size": 2}, list(range(9)), len)
 
     class Echo:  # outputs 10x the item; metrics shows what it was given
         def __init__(self):
@@ -362,7 +364,7 @@ def test_evaluation_spreads_its_batches_over_the_processes_and_every_process_run
             return list(parts)
 
         engine = SimpleNamespace(rank=rank, world=world, gather=gather)
-        results[rank] = evaluate(torch.nn.Identity(), None, tasks[rank], list(range(9)), 2, "cpu", engine)
+        results[rank] = evaluate(torch.nn.Identity(), None, tasks[rank], list(range(9)), pairs, "cpu", engine)
 
     threads = [threading.Thread(target=process, args=(r,)) for r in range(world)]
     for t in threads:
@@ -372,7 +374,12 @@ def test_evaluation_spreads_its_batches_over_the_processes_and_every_process_run
     expected = {"outputs": [10 * x for x in range(9)], "items": list(range(9))}
     assert results == [expected] * world
     assert [t.batches for t in tasks] == [[[0, 1], [6, 7]], [[2, 3], [8]], [[4, 5], [0, 1]]]
-    assert evaluate(torch.nn.Identity(), None, Echo(), list(range(9)), 2, "cpu") == expected  # one process
+    assert evaluate(torch.nn.Identity(), None, Echo(), list(range(9)), pairs, "cpu") == expected  # one process
+    # sorted by length (here the longest first) and cut by tokens: predicted in that order, scored in the items'
+    by_length = eval_groups({"length_batching": True, "eval_batch_tokens": 20}, list(range(9)), lambda x: 10 - x)
+    echo = Echo()
+    assert evaluate(torch.nn.Identity(), None, echo, list(range(9)), by_length, "cpu") == expected
+    assert echo.batches == [[8, 7, 6, 5], [4, 3], [2, 1], [0]]  # 4 x 5 tokens, 2 x 7, 2 x 9, 1 x 10
 
 
 def test_a_nan_on_one_process_stops_every_process_before_its_backward():

@@ -1,0 +1,122 @@
+"""The whole default job, ours against Hugging Face Trainer + PEFT, each in its own process, interleaved.
+
+    python -m benchmarks.job                    # 2 rounds of: ours, HF (its defaults), HF (group_by_length)
+    python -m benchmarks.job --bf16 --rounds 3  # every one of them under bf16 autocast
+    python -m benchmarks.job --seeds 1,2        # and, for the accuracy, ours and HF at two more seeds
+
+Ours is `python run.py` (MiniLM-L6 + LoRA on SST-2, 300 steps of 32, evaluations at 100, 200 and 300 on all
+872 dev sentences); HF's is benchmarks/hf_job.py, the same job as a Hugging Face user writes it. A round runs
+each config once, in turn (A B C A B C ...), so a machine that drifts slows all alike; the ratios are HF's wall
+time over ours, round by round. Wall time is the whole process, measured from outside; its phases come from
+each job's own record: start-up (imports, data, model; and for ours the last words after training), training
+and evaluation. Accuracies are compared evaluation by evaluation at the same seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import add_out, machine, save_json, use_out
+from experiments.paths import ROOT
+
+CONFIGS = ("ours", "hf", "hf_best")
+
+
+def command(config: str, folder: Path, args, seed: int) -> list[str]:
+    if config == "ours":
+        return [sys.executable, "run.py", f"trainer.output_dir={folder}", f"trainer.seed={seed}",
+                f"trainer.bf16={str(args.bf16).lower()}", f"trainer.max_steps={args.steps}",
+                f"trainer.eval_every={args.eval_every}", *args.ours]  # fmt: skip
+    best = ["--group-by-length", *(["--bf16"] if args.bf16 else [])] if config == "hf_best" else []
+    return [sys.executable, "-m", "benchmarks.hf_job", "--output-dir", str(folder / "hf"), "--seed", str(seed),
+            "--out", str(folder / "hf.json"), "--steps", str(args.steps), "--eval-every", str(args.eval_every),
+            *best]  # fmt: skip
+
+
+def timed(config: str, folder: Path, args, seed: int) -> dict:
+    """One job in its own process: wall time, phases, and the dev accuracy of each evaluation."""
+    began = time.perf_counter()
+    done = subprocess.run(command(config, folder, args, seed), cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(f"{config} failed:\n{done.stderr[-3000:]}")
+    if config == "ours":
+        m = json.loads((folder / "metrics.json").read_text())
+        phases = {"startup": wall - m["wall_seconds"] + m["final_seconds"], "training": m["train_seconds"]
+                  - m["eval_seconds"], "evaluation": m["eval_seconds"]}  # fmt: skip
+        evals = [{"step": e["step"], "dev/accuracy": e["dev/accuracy"]} for e in m["evals"]]
+        trainable = m["params"]["trainable"]
+    else:
+        h = json.loads((folder / "hf.json").read_text())
+        phases = {"startup": wall - h["train_seconds"], "training": h["train_seconds"] - h["eval_seconds"],
+                  "evaluation": h["eval_seconds"]}  # fmt: skip
+        evals, trainable = h["evals"], h["trainable"]
+    return {"wall": wall, **phases, "evals": evals, "trainable": trainable, "seed": seed}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every config (at least 2)")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps (the default job's 300)")
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--bf16", action="store_true", help="ours with trainer.bf16=true, HF's best with --bf16")
+    p.add_argument("--seeds", default="", help="more seeds, run once each by ours and HF, for the accuracies")
+    p.add_argument("ours", nargs="*", help="more overrides for ours (key=value)")
+    add_out(p)
+    args = p.parse_args()
+    use_out(args)
+    runs: dict[str, list[dict]] = {c: [] for c in CONFIGS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.rounds):
+            for config in CONFIGS:
+                runs[config].append(timed(config, Path(tmp) / f"{config}-{i}", args, seed=0))
+                print(f"round {i + 1} {config}: {runs[config][-1]['wall']:.1f} s", flush=True)
+        extra = {c: [] for c in ("ours", "hf")}
+        for seed in [int(s) for s in args.seeds.split(",") if s]:
+            for config in extra:
+                extra[config].append(timed(config, Path(tmp) / f"{config}-seed{seed}", args, seed))
+    payload = {"machine": machine(), "command": " ".join(["python -m benchmarks.job", *sys.argv[1:]]),
+               "bf16": args.bf16, "runs": runs, "more_seeds": extra, **summarise(runs, extra)}  # fmt: skip
+    print(report(payload))
+    print(f"saved {save_json('job-' + ('bf16' if args.bf16 else 'fp32'), payload)}")
+
+
+def summarise(runs: dict[str, list[dict]], extra: dict[str, list[dict]]) -> dict:
+    ratios = {c: [theirs["wall"] / ours["wall"] for theirs, ours in zip(runs[c], runs["ours"], strict=True)]
+              for c in ("hf", "hf_best")}  # fmt: skip
+    gaps = [abs(a["dev/accuracy"] - b["dev/accuracy"])
+            for ours, theirs in zip(runs["ours"], runs["hf"], strict=True)
+            for a, b in zip(ours["evals"], theirs["evals"], strict=True)]  # fmt: skip
+    by_seed = {c: [r["evals"][-1]["dev/accuracy"] for r in runs[c][:1] + extra.get(c, [])] for c in ("ours", "hf")}
+    return {"speedup_vs_hf": ratios["hf"], "speedup_vs_hf_best": ratios["hf_best"],
+            "median_speedup_vs_hf": statistics.median(ratios["hf"]),
+            "median_speedup_vs_hf_best": statistics.median(ratios["hf_best"]),
+            "largest_accuracy_gap_same_seed": max(gaps), "final_accuracy_by_seed": by_seed}  # fmt: skip
+
+
+def report(p: dict) -> str:
+    lines = ["| config | wall s (median) | start-up | training | evaluation | dev accuracy at each evaluation |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for config, rs in p["runs"].items():
+        med = {k: statistics.median(r[k] for r in rs) for k in ("wall", "startup", "training", "evaluation")}
+        accs = "; ".join(", ".join(f"{e['dev/accuracy']:.3f}" for e in r["evals"]) for r in rs)
+        lines.append(f"| {config} | {med['wall']:.1f} | {med['startup']:.1f} | {med['training']:.1f} | "
+                     f"{med['evaluation']:.1f} | {accs} |")  # fmt: skip
+    best = "group_by_length" + (" and bf16" if p["bf16"] else "")
+    lines.append(f"speed-up, HF's wall time over ours, round by round: vs HF defaults "
+                 f"{', '.join(f'{x:.2f}' for x in p['speedup_vs_hf'])}; vs HF with {best} "
+                 f"{', '.join(f'{x:.2f}' for x in p['speedup_vs_hf_best'])}")  # fmt: skip
+    lines.append(f"largest dev-accuracy gap to HF at the same seed: {p['largest_accuracy_gap_same_seed']:.4f}; "
+                 f"final accuracy by seed: {p['final_accuracy_by_seed']}")  # fmt: skip
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
