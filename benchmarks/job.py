@@ -1,7 +1,7 @@
 """The whole default job, ours against Hugging Face Trainer + PEFT, each in its own process, interleaved.
 
     python -m benchmarks.job                    # 2 rounds of: ours, HF (its defaults), HF (group_by_length)
-    python -m benchmarks.job --bf16 --rounds 3  # every one of them under bf16 autocast
+    python -m benchmarks.job --no-bf16          # ours in fp32 (default: the model's bf16 verdict); HF's best follows
     python -m benchmarks.job --seeds 1,2        # and, for the accuracy, ours and HF at two more seeds
 
 Ours is `python run.py` (MiniLM-L6 + LoRA on SST-2, 300 steps of 32, evaluations at 100, 200 and 300 on all
@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from benchmarks.common import add_out, machine, save_json, use_out
 from experiments.paths import ROOT
 
@@ -31,8 +33,9 @@ CONFIGS = ("ours", "hf", "hf_best")
 
 def command(config: str, folder: Path, args, seed: int) -> list[str]:
     if config == "ours":
-        return [sys.executable, "run.py", f"trainer.output_dir={folder}", f"trainer.seed={seed}",
-                f"trainer.bf16={str(args.bf16).lower()}", f"trainer.max_steps={args.steps}",
+        bf16 = [] if args.bf16 is None else [f"trainer.bf16={str(args.bf16).lower()}"]  # None: the model's verdict
+        return [sys.executable, "run.py", f"trainer.output_dir={folder}", f"trainer.seed={seed}", *bf16,
+                f"trainer.max_steps={args.steps}",
                 f"trainer.eval_every={args.eval_every}", *args.ours]  # fmt: skip
     best = ["--group-by-length", *(["--bf16"] if args.bf16 else [])] if config == "hf_best" else []
     return [sys.executable, "-m", "benchmarks.hf_job", "--output-dir", str(folder / "hf"), "--seed", str(seed),
@@ -53,6 +56,7 @@ def timed(config: str, folder: Path, args, seed: int) -> dict:
                   - m["eval_seconds"], "evaluation": m["eval_seconds"]}  # fmt: skip
         evals = [{"step": e["step"], "dev/accuracy": e["dev/accuracy"]} for e in m["evals"]]
         trainable = m["params"]["trainable"]
+        args.bf16 = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]["bf16"]  # HF's best follows
     else:
         h = json.loads((folder / "hf.json").read_text())
         phases = {"startup": wall - h["train_seconds"], "training": h["train_seconds"] - h["eval_seconds"],
@@ -66,7 +70,12 @@ def main():
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every config (at least 2)")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (the default job's 300)")
     p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--bf16", action="store_true", help="ours with trainer.bf16=true, HF's best with --bf16")
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ours with trainer.bf16 on/off (default: the model's verdict); HF's best follows ours",
+    )
     p.add_argument("--seeds", default="", help="more seeds, run once each by ours and HF, for the accuracies")
     p.add_argument("ours", nargs="*", help="more overrides for ours (key=value)")
     add_out(p)

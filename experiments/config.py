@@ -42,7 +42,9 @@ class TrainerConfig:
     adam_eps: float | None = None  # None: the optimizer's default (torch 1e-8, released 1e-6)
     base_dropout: float | None = None  # every dropout of the base model; None: the checkpoint's (released GPT-2: 0)
     label_smoothing: float = 0.0
-    bf16: bool = False  # single/ddp: autocast in bfloat16; deepspeed: its bf16 mode (bf16 weights, fp32 master copy)
+    # single/ddp: autocast in bfloat16; deepspeed: its bf16 mode (bf16 weights, fp32 master copy). null: the model's
+    # measured verdict (conf/model/NAME.yaml `bf16`, docs/benchmarks.md), autocast on single/ddp only, else off
+    bf16: bool | None = None
     eval_every: int | None = None  # optimizer steps between evaluations; None = once per epoch
     save_every: int | None = None  # optimizer steps between checkpoints; None = at each evaluation
     eval_limit: int | None = None  # evaluate on the first N examples only (smoke tests)
@@ -92,6 +94,21 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "adam_eps": ("> 0 or null (the optimizer's default)", lambda v: v > 0),
     "base_dropout": ("in [0, 1) or null (the checkpoint's)", lambda v: 0 <= v < 1),
 }
+
+
+def resolve_bf16(t: dict, model: dict) -> bool:
+    """trainer.bf16 as set, or (null) the model's measured verdict: autocast where its dev score matched fp32's
+    (conf/model/NAME.yaml `bf16: true`); off for DeepSpeed, whose bf16 mode (bf16 weights) was not measured.
+
+    >>> safe = {"bf16": True}
+    >>> [resolve_bf16({"bf16": None, "engine": e}, safe) for e in ("single", "ddp", "deepspeed")]
+    [True, True, False]
+    >>> resolve_bf16({"bf16": False, "engine": "single"}, safe), resolve_bf16({"bf16": None, "engine": "ddp"}, {})
+    (False, False)
+    """
+    if t["bf16"] is not None:
+        return t["bf16"]
+    return bool(model.get("bf16", False)) and t["engine"] != "deepspeed"
 
 
 def validate(t: dict):

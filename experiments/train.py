@@ -31,7 +31,7 @@ from lora.model import max_positions
 from lora.state import config_from_meta, load_tensors
 
 from . import batching, checkpoints, engines, optimizers
-from .config import validate
+from .config import resolve_bf16, validate
 from .models import adapter_model, check_loadable, load_tokenizer, prepared_model
 from .preemption import Preemption
 from .runs import RunError, RunFolder, ScalarLog, code_version, data_fingerprint, environment
@@ -97,6 +97,7 @@ def run(cfg: dict) -> dict:
     the others return their status)."""
     t = cfg["trainer"]
     validate(t)
+    t["bf16"] = resolve_bf16(t, cfg["model"])  # as the run folder's config.yaml records it
     torch.manual_seed(t["seed"])
     random.seed(t["seed"])
     if t["threads"]:

@@ -135,7 +135,7 @@ def test_every_task_and_model_family_pair_is_checked():
         ("batch_size", 1.5, "trainer.batch_size must be an integer, got 1.5"),
         ("max_steps", True, "trainer.max_steps must be an integer or null, got True"),
         ("seed", 2.0, "trainer.seed must be an integer, got 2.0"),
-        ("bf16", "no", "trainer.bf16 must be true or false, got 'no'"),  # a non-empty string: bf16 on
+        ("bf16", "no", "trainer.bf16 must be true or false or null, got 'no'"),  # a non-empty string: bf16 on
         ("lr", True, "trainer.lr must be a number, got True"),
         ("lr_rate", 1e-3, "trainer has no setting lr_rate"),
     ],
