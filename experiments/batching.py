@@ -2,11 +2,12 @@
 
 A random batch of 32 SST-2 sentences holds three padded tokens for every real one, and every padded token
 costs a frozen model's forward and backward. With `trainer.length_batching` (the default), each optimizer
-step's examples, the same ones as without it, are sorted by length and cut into micro-batches of at most
-`trainer.micro_batch_tokens` padded tokens (examples x the longest one); the trainer weights each micro-batch's
-loss by its share of the step's units, so the update is the one of the whole batch up to float rounding.
-Evaluation sorts a split by length the same way under `trainer.eval_batch_tokens`; outputs go back to the
-split's order before they are scored.
+step's examples, the same ones as without it, are sorted by length and cut into micro-batches where that costs
+less: padded tokens (examples x the longest one) plus `trainer.forward_cost_tokens` per forward, at most
+`trainer.micro_batch_tokens` padded tokens each (by default the most an unsorted micro-batch could hold, so memory
+never grows). The trainer weights each micro-batch's loss by its share of the step's units, so the update is the
+one of the whole batch up to float rounding. Evaluation sorts a split by length the same way under
+`trainer.eval_batch_tokens`; outputs go back to the split's order before they are scored.
 
 Written by hand: HF Trainer's `group_by_length` changes which examples share a step (it sorts across
 mega-batches of 50 steps), which changes the training itself; here a step keeps its examples, only their
@@ -15,6 +16,7 @@ grouping into forwards changes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 
@@ -27,28 +29,36 @@ def token_length(task, tokenizer, special) -> Callable[[object], int]:
     return length
 
 
-def by_length(lengths: Sequence[int], budget: int, max_items: int | None = None) -> list[list[int]]:
-    """Positions 0..n-1 sorted by length (stable: equal lengths keep their order), cut into runs whose padded
-    size (items x longest) stays within `budget` tokens, and at most `max_items` items each; an example longer
-    than the budget goes alone.
+def by_length(lengths: Sequence[int], budget: int, overhead: int) -> list[list[int]]:
+    """Positions 0..n-1 sorted by length (stable), cut into consecutive runs at the least cost: each run costs its
+    padded tokens (items x longest) plus `overhead`, a forward's fixed cost in tokens, and holds at most `budget`
+    padded tokens (an example longer than that goes alone). Dynamic programming over the cut points, O(n x
+    the longest run): short and long examples apart, without a forward for every few tokens saved.
 
-    >>> by_length([5, 30, 6, 29, 7], budget=60)
+    >>> by_length([5, 30, 6, 29, 7], budget=100, overhead=10)  # 3 x 7 + 2 x 30 + 2 x 10 = 101 tokens
     [[0, 2, 4], [3, 1]]
-    >>> by_length([5, 30, 6, 29, 7], budget=60, max_items=2)
-    [[0, 2], [4, 3], [1]]
-    >>> by_length([100, 3], budget=10)
+    >>> by_length([5, 30, 6, 29, 7], budget=150, overhead=100)  # one forward (250) is cheaper than two (281) ...
+    [[0, 2, 4, 3, 1]]
+    >>> by_length([5, 30, 6, 29, 7], budget=100, overhead=100)  # ... where the budget allows it
+    [[0, 2, 4], [3, 1]]
+    >>> by_length([100, 3], budget=10, overhead=0)
     [[1], [0]]
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: list[list[int]] = []
-    for i in order:
-        group = groups[-1] if groups else None
-        fits = group is not None and (len(group) + 1) * lengths[i] <= budget  # sorted: i is the longest
-        if fits and (max_items is None or len(group) < max_items):
-            group.append(i)
-        else:
-            groups.append([i])
-    return groups
+    sizes = [lengths[i] for i in order]
+    best, cut = [0] + [math.inf] * len(order), [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):  # best[end]: the cheapest runs of the first `end` sorted examples
+        for start in range(end - 1, -1, -1):
+            padded = (end - start) * sizes[end - 1]
+            if padded > budget and end - start > 1:
+                break  # longer runs only hold more
+            if best[start] + padded + overhead < best[end]:
+                best[end], cut[end] = best[start] + padded + overhead, start
+    runs, end = [], len(order)
+    while end:
+        runs.append(order[cut[end] : end])
+        end = cut[end]
+    return runs[::-1]
 
 
 def split_to(groups: list[list[int]], lengths: Sequence[int], count: int) -> list[list[int]]:
@@ -67,11 +77,13 @@ def split_to(groups: list[list[int]], lengths: Sequence[int], count: int) -> lis
     return groups
 
 
-def step_groups(lengths: Sequence[int], budget: int, gather: Callable[[object], list] | None = None) -> list[list[int]]:
+def step_groups(
+    lengths: Sequence[int], budget: int, overhead: int, gather: Callable[[object], list] | None = None
+) -> list[list[int]]:
     """This process's micro-batches of one optimizer step (positions into its examples). Under several
     processes `gather` brings every process's count of groups and of examples together, and each splits to
     the largest count any needs (capped by the fewest examples any holds)."""
-    groups = by_length(lengths, budget)
+    groups = by_length(lengths, budget, overhead)
     if gather is None:
         return groups
     counts = gather((len(groups), len(lengths)))

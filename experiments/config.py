@@ -28,8 +28,11 @@ class TrainerConfig:
     batch_size: int = 16
     eval_batch_size: int = 64  # examples per evaluation forward when length_batching is off
     length_batching: bool = True  # each step's examples sorted by length into micro-batches (experiments/batching.py)
-    micro_batch_tokens: int = 256  # length_batching: padded tokens (examples x longest) per training forward
-    eval_batch_tokens: int = 4096  # length_batching: padded tokens per evaluation forward
+    # length_batching: the most padded tokens (examples x longest) of a training forward; null: batch_size / processes
+    # x task.max_length, the most an unsorted micro-batch holds, so memory never grows
+    micro_batch_tokens: int | None = None
+    eval_batch_tokens: int | None = None  # length_batching, evaluation; null: eval_batch_size x task.max_length
+    forward_cost_tokens: int = 48  # length_batching: a forward's fixed cost in padded tokens (CPU, MiniLM: 32-64 best)
     epochs: float = 1.0
     max_steps: int | None = None  # caps the run (smoke tests); None = epochs decide
     warmup_ratio: float = 0.0  # of the total optimizer steps ...
@@ -71,8 +74,9 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "lr": ("> 0", lambda v: v > 0),
     "batch_size": ("> 0", lambda v: v > 0),
     "eval_batch_size": ("> 0", lambda v: v > 0),
-    "micro_batch_tokens": ("> 0", lambda v: v > 0),
-    "eval_batch_tokens": ("> 0", lambda v: v > 0),
+    "micro_batch_tokens": ("> 0 or null", lambda v: v > 0),
+    "eval_batch_tokens": ("> 0 or null", lambda v: v > 0),
+    "forward_cost_tokens": (">= 0", lambda v: v >= 0),
     "grad_accum": ("> 0", lambda v: v > 0),
     "log_every": ("> 0", lambda v: v > 0),
     "max_steps": (">= 0 (0: evaluate the untrained model) or null", lambda v: v >= 0),

@@ -83,11 +83,13 @@ def evaluate(model, tokenizer, task, items: list, groups: list[list[int]], devic
     return task.metrics(batching.restore_order(groups, [everyone[g] for g in range(len(groups))]), items)
 
 
-def eval_groups(t: dict, items: list, length: Callable[[object], int]) -> list[list[int]]:
-    """How evaluation batches `items`: sorted by length under trainer.eval_batch_tokens (trainer.length_batching),
-    else in order, trainer.eval_batch_size at a time."""
+def eval_groups(t: dict, items: list, length: Callable[[object], int], max_length: int) -> list[list[int]]:
+    """How evaluation batches `items`: sorted by length (trainer.length_batching), at most trainer.eval_batch_tokens
+    padded tokens a forward (null: eval_batch_size sequences of `max_length`), else in order, eval_batch_size at a
+    time."""
     if t["length_batching"]:
-        return batching.by_length([length(item) for item in items], t["eval_batch_tokens"])
+        budget = t["eval_batch_tokens"] or t["eval_batch_size"] * max_length
+        return batching.by_length([length(item) for item in items], budget, t["forward_cost_tokens"])
     size = t["eval_batch_size"]
     return [list(range(s, min(s + size, len(items)))) for s in range(0, len(items), size)]
 
@@ -212,7 +214,7 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     groups = optimizers.param_groups(model, t["optimizer"], t["weight_decay"])
     model = engine.prepare(model, groups, t["lr"], warmup, total)
     length = batching.token_length(task, tokenizer, special)
-    groups = {s: eval_groups(t, items, length) for s, items in eval_sets.items()}
+    groups = {s: eval_groups(t, items, length, task.max_length) for s, items in eval_sets.items()}
     r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, groups, length, counts, total,
              per_epoch, special, rebuild)  # fmt: skip
     # metrics.json says how much of each split was scored: a table heads a subset "dev accuracy, 64 of 872"
@@ -289,7 +291,9 @@ def _micro_batches(r: _Run, chunks: list[list[int]]) -> list[dict]:
         if j not in r.train_lengths:
             r.train_lengths[j] = r.length(r.train_set[j])
     gather = r.engine.gather if r.engine.world > 1 else None
-    groups = batching.step_groups([r.train_lengths[j] for j in step], t["micro_batch_tokens"], gather)
+    budget = t["micro_batch_tokens"] or t["batch_size"] // r.engine.world * task.max_length
+    lengths = [r.train_lengths[j] for j in step]
+    groups = batching.step_groups(lengths, budget, t["forward_cost_tokens"], gather)
     return [task.batch(tokenizer, [r.train_set[step[i]] for i in group], special) for group in groups]
 
 

@@ -341,7 +341,7 @@ def test_evaluation_spreads_its_batches_over_the_processes_and_every_process_run
 
     from experiments.train import eval_groups, evaluate
 
-    pairs = eval_groups({"length_batching": False, "eval_batch_size": 2}, list(range(9)), len)
+    pairs = eval_groups({"length_batching": False, "eval_batch_size": 2}, list(range(9)), len, 10)
 
     class Echo:  # outputs 10x the item; metrics shows what it was given
         def __init__(self):
@@ -376,10 +376,11 @@ def test_evaluation_spreads_its_batches_over_the_processes_and_every_process_run
     assert [t.batches for t in tasks] == [[[0, 1], [6, 7]], [[2, 3], [8]], [[4, 5], [0, 1]]]
     assert evaluate(torch.nn.Identity(), None, Echo(), list(range(9)), pairs, "cpu") == expected  # one process
     # sorted by length (here the longest first) and cut by tokens: predicted in that order, scored in the items'
-    by_length = eval_groups({"length_batching": True, "eval_batch_tokens": 20}, list(range(9)), lambda x: 10 - x)
+    t = {"length_batching": True, "eval_batch_tokens": 20, "forward_cost_tokens": 100}  # as few forwards as fit
+    by_length = eval_groups(t, list(range(9)), lambda x: 10 - x, 10)
     echo = Echo()
     assert evaluate(torch.nn.Identity(), None, echo, list(range(9)), by_length, "cpu") == expected
-    assert echo.batches == [[8, 7, 6, 5], [4, 3], [2, 1], [0]]  # 4 x 5 tokens, 2 x 7, 2 x 9, 1 x 10
+    assert echo.batches == [[8, 7, 6], [5, 4], [3, 2], [1, 0]]  # the fewest forwards within 20, the least padding
 
 
 def test_a_nan_on_one_process_stops_every_process_before_its_backward():
