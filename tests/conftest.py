@@ -107,7 +107,7 @@ def tiny_runs(tmp_path_factory):
 # trains, launches or starts something runs once. The workers take the files in collection order
 # (--no-loadscope-reorder); the longest files (measured) come first, so that none starts last and leaves the
 # other worker idle at the end.
-# Seconds per file on a worker (summed test durations, a run under load): 664 665 418 388 373 251 223 223 202 128.
+# Seconds per file on a worker (summed test durations, a run under load): 664 663 418 388 373 251 223 223 202 128.
 LONGEST_FIRST = ("test_beam", "test_distributed", "test_nlg", "test_benchmarks", "test_faults", "test_slurm",
                  "test_runs_reader", "test_runner", "test_metrics", "test_notebooks")  # fmt: skip
 
