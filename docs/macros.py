@@ -181,6 +181,14 @@ def define_env(env):
         return f"{value:.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
     @env.macro
+    def job_benchmark(file: str = "benchmarks/results/job-fp32.json") -> str:
+        """benchmarks.job's committed result as the benchmark prints it: the table, the ratios, the accuracies."""
+        from benchmarks.job import report
+
+        payload = json.loads((ROOT / file).read_text())
+        return report(payload).replace("\nspeed-up", "\n\nSpeed-up").replace("\nlargest", "\n\nLargest")
+
+    @env.macro
     def evals(file: str, metric: str, digits: int = 3) -> str:
         """Every evaluation of a committed run, in order: `0.807, 0.820, ...`."""
         runs = json.loads((ROOT / file).read_text())["evals"]

@@ -72,3 +72,24 @@ def test_decode_released_needs_a_checkout_of_the_released_code(capsys):
     with pytest.raises(SystemExit) as exit_:
         decode_released.main([])
     assert exit_.value.code == 2 and "--released" in capsys.readouterr().err
+
+
+def test_the_job_benchmark_pairs_rounds_and_compares_accuracies_at_the_same_seed():
+    """benchmarks.job's summary: HF's wall time over ours round by round (A B A B ...), the largest dev-accuracy
+    gap at the same evaluation, and the final accuracy of every seed run."""
+    from benchmarks.job import report, summarise
+
+    def job(wall, *accs, seed=0):
+        evals = [{"step": 100 * (i + 1), "dev/accuracy": a} for i, a in enumerate(accs)]
+        return {"wall": wall, "startup": 5.0, "training": wall - 15, "evaluation": 10.0, "evals": evals, "seed": seed}
+
+    runs = {"ours": [job(100, 0.80, 0.82), job(110, 0.80, 0.82)], "hf": [job(200, 0.79, 0.83), job(198, 0.79, 0.83)],
+            "hf_best": [job(90, 0.81, 0.80), job(121, 0.81, 0.80)]}  # fmt: skip
+    extra = {"ours": [job(100, 0.7, 0.81, seed=1)], "hf": [job(200, 0.7, 0.84, seed=1)]}
+    s = summarise(runs, extra)
+    assert s["speedup_vs_hf"] == pytest.approx([2.0, 1.8]) and s["median_speedup_vs_hf"] == pytest.approx(1.9)
+    assert s["speedup_vs_hf_best"] == pytest.approx([0.9, 1.1])
+    assert s["largest_accuracy_gap_same_seed"] == pytest.approx(0.01)  # HF's seed-0 runs only, evaluation by evaluation
+    assert s["final_accuracy_by_seed"] == {"ours": [0.82, 0.81], "hf": [0.83, 0.84]}
+    table = report({"runs": runs, "bf16": False, **s})
+    assert "| ours | 105.0 |" in table and "vs HF defaults 2.00, 1.80" in table
