@@ -183,6 +183,10 @@ def define_env(env):
     @env.macro
     def job_benchmark(file: str = "benchmarks/results/job-fp32.json") -> str:
         """benchmarks.job's committed result as the benchmark prints it: the table, the ratios, the accuracies."""
+        import sys
+
+        if str(ROOT) not in sys.path:  # benchmarks/ is run from the repository root, not installed as a package
+            sys.path.insert(0, str(ROOT))
         from benchmarks.job import report
 
         payload = json.loads((ROOT / file).read_text())
