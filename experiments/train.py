@@ -214,8 +214,8 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     groups = optimizers.param_groups(model, t["optimizer"], t["weight_decay"])
     model = engine.prepare(model, groups, t["lr"], warmup, total)
     length = batching.token_length(task, tokenizer, special)
-    groups = {s: eval_groups(t, items, length, task.max_length) for s, items in eval_sets.items()}
-    r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, groups, length, counts, total,
+    forwards = {s: eval_groups(t, items, length, task.max_length) for s, items in eval_sets.items()}
+    r = _Run(cfg, engine, folder, task, tokenizer, model, train_set, eval_sets, forwards, length, counts, total,
              per_epoch, special, rebuild)  # fmt: skip
     # metrics.json says how much of each split was scored: a table heads a subset "dev accuracy, 64 of 872"
     r.eval_examples = {s: {"used": len(eval_sets[s]), "of": len(whole[s])} for s in whole}
@@ -282,7 +282,7 @@ def _loop(r: _Run, started: float) -> dict | None:
 
 def _micro_batches(r: _Run, chunks: list[list[int]]) -> list[dict]:
     """The tensors of one optimizer step's forwards: its chunks of the epoch's order as they are, or
-    (trainer.length_batching) all its examples sorted by length into micro-batches under a token budget."""
+    (trainer.length_batching) all its examples sorted by length, cut where it costs least (experiments.batching)."""
     t, task, tokenizer, special = r.cfg["trainer"], r.task, r.tokenizer, r.special
     if not t["length_batching"]:
         return [task.batch(tokenizer, [r.train_set[j] for j in chunk], special) for chunk in chunks]
