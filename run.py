@@ -21,10 +21,14 @@ register()
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from experiments.train import run
 
+    sweep = HydraConfig.get().mode == RunMode.MULTIRUN  # a sweep run again skips the jobs it finished
     try:
-        return run(OmegaConf.to_container(cfg, resolve=True))
+        return run(OmegaConf.to_container(cfg, resolve=True), skip_finished=sweep)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

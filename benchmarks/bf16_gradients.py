@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python -m benchmarks.bf16_gradients
 
 Inputs: 4 x 32 random token ids (what benchmarks.lora_step trains on) and the first 4 E2E training pairs; A as
-our init=paper draws it (std 1/r) and small (std 0.02), B random (std 0.02) so that A has a gradient too. Prints
+our init=gaussian draws it (std 1/r) and small (std 0.02), B random (std 0.02) so that A has a gradient too. Prints
 each gradient's cosine and relative difference to fp32, and how much the examples' gradients agree (|sum g_i| /
 sum |g_i|): where they cancel, bf16's rounding is a large part of what is left. Results: docs/benchmarks.md.
 """

@@ -264,8 +264,11 @@ class SweepSummary(Callback):
         jobs_file = Path(config.hydra.sweep.dir) / "jobs.jsonl"
         if not jobs_file.exists():
             return
-        jobs = sorted((json.loads(line) for line in jobs_file.read_text().splitlines() if line), key=lambda j: j["job"])
-        print(sweep_table(jobs) + f"\n{len(jobs)} jobs; this table: {jobs_file}")
+        lines = [json.loads(line) for line in jobs_file.read_text().splitlines() if line]
+        jobs = sorted({j["folder"]: j for j in lines}.values(), key=lambda j: j["job"])  # a re-run's line wins
+        skipped = sum(j["status"] == "skipped" for j in jobs)
+        print(sweep_table(jobs) + f"\n{len(jobs)} jobs" + (f", {skipped} skipped as finished before" if skipped else "")
+              + f"; this table: {jobs_file}")  # fmt: skip
 
 
 def sweep_table(jobs: list[dict]) -> str:

@@ -125,6 +125,17 @@ class RunFolder:
             self.close()
             raise
 
+    def finished(self, config: dict) -> dict | None:
+        """The metrics of the finished run of `config` this folder holds (the config equal but for the keys a
+        resume may change), else None: a sweep run again skips such a job. A finished run of another config is
+        `open`'s to refuse."""
+        if not (self.path / METRICS_FILE).is_file() or not (self.path / CONFIG_FILE).is_file():
+            return None
+        metrics = read_metrics(self.path)
+        if metrics.get("status") != "complete" or config_diff(read_config(self.path), config):
+            return None
+        return metrics
+
     def _claim(self, config: dict, resume: str) -> Path | None:
         metrics = self.path / METRICS_FILE
         if metrics.exists() and read_metrics(self.path).get("status") == "complete":

@@ -94,9 +94,10 @@ def eval_groups(t: dict, items: list, length: Callable[[object], int], max_lengt
     return [list(range(s, min(s + size, len(items)))) for s in range(0, len(items), size)]
 
 
-def run(cfg: dict) -> dict:
+def run(cfg: dict, skip_finished: bool = False) -> dict:
     """Train and evaluate one model x method x task; returns metrics.json's content (on the main process;
-    the others return their status)."""
+    the others return their status). `skip_finished` (a sweep's jobs): a folder that holds this config's finished
+    run returns its metrics with status "skipped" instead of refusing the folder."""
     t = cfg["trainer"]
     validate(t)
     t["bf16"] = resolve_bf16(t, cfg["model"])  # as the run folder's config.yaml records it
@@ -108,7 +109,7 @@ def run(cfg: dict) -> dict:
     baselines.check(cfg["method"]["name"], cfg["model"]["arch"]["model_type"])
     engine = engines.create(t)
     try:
-        return _train(cfg, engine)
+        return _train(cfg, engine, skip_finished)
     finally:
         engine.close()
 
@@ -139,9 +140,13 @@ class _Run:
     train_lengths: dict[int, int] = field(default_factory=dict)  # tokens of each training example met so far
 
 
-def _train(cfg: dict, engine: engines.Engine) -> dict:
+def _train(cfg: dict, engine: engines.Engine, skip_finished: bool) -> dict:
     _agree_on_output_dir(cfg["trainer"], engine)
     folder = RunFolder(cfg["trainer"]["output_dir"])
+    if skip_finished and (done := folder.finished(cfg)) is not None:
+        if engine.is_main:
+            print(f"skipped: {folder.path} holds this job's finished run", file=sys.stderr)
+        return {**done, "status": "skipped"}
     try:
         return _train_into(folder, cfg, engine)
     finally:

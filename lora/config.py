@@ -10,7 +10,12 @@ from typing import Any
 
 WEIGHT_TYPES = ("q", "k", "v", "o", "mlp_in", "mlp_out", "embed")
 BIAS_MODES = ("none", "all", "lora_only")
-INITS = ("paper", "loralib")
+# How A starts (B starts at zero, so Delta W = 0), named after what it draws and who draws it that way:
+# gaussian: A ~ N(0, 1/r^2), PEFT's init_lora_weights="gaussian" (the paper's text says only "random Gaussian");
+# kaiming_uniform: loralib's Kaiming-uniform A (a = sqrt(5)), the init of microsoft/LoRA's code, which produced
+# the paper's tables, and PEFT's default.
+INITS = ("gaussian", "kaiming_uniform")
+_RENAMED_INITS = {"paper": "gaussian", "loralib": "kaiming_uniform"}  # names before 2026-12: refused, with the new
 
 
 class LoRAError(ValueError):
@@ -42,7 +47,7 @@ class LoRAConfig:
     dropout: float = 0.0
     targets: tuple[str, ...] | None = None  # None: the keys of ``r`` if a mapping, else ("q", "v")
     bias: str = "none"  # none | all | lora_only, as loralib's mark_only_lora_as_trainable
-    init: str = "paper"  # paper: A ~ N(0, 1/r^2), B = 0;  loralib: A Kaiming-uniform, B = 0
+    init: str = "gaussian"  # INITS: gaussian, A ~ N(0, 1/r^2); kaiming_uniform, loralib's
     layers: tuple[int, ...] | None = None  # transformer blocks to adapt; None = all
     rslora: bool = False
     train_head: bool = True  # a task head (classifier, score) is trained alongside, as in the paper
@@ -94,6 +99,9 @@ class LoRAConfig:
                 raise LoRAError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.bias not in BIAS_MODES:
             raise LoRAError(f"bias must be one of {', '.join(BIAS_MODES)}, got {self.bias!r}")
+        if self.init in _RENAMED_INITS:
+            new = _RENAMED_INITS[self.init]
+            raise LoRAError(f"init={self.init} is now called init={new}; choose from {', '.join(INITS)}")
         if self.init not in INITS:
             raise LoRAError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
 

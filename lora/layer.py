@@ -41,7 +41,7 @@ class LoRALayer(nn.Module):
     ((2, 4), (6, 2))
     """
 
-    def __init__(self, base: nn.Module, slots: dict[str, Slot], dropout: float = 0.0, init: str = "paper"):
+    def __init__(self, base: nn.Module, slots: dict[str, Slot], dropout: float = 0.0, init: str = "gaussian"):
         super().__init__()
         self.base = base
         self.kind = _kind(base)
@@ -56,7 +56,7 @@ class LoRALayer(nn.Module):
         self.reset_parameters(init)
 
     @torch.no_grad()
-    def reset_parameters(self, init: str = "paper"):
+    def reset_parameters(self, init: str = "gaussian"):
         """Delta W = 0 at the start: one factor random, the other zero (A random, B zero, as the paper;
         for embeddings A zero and B random, as loralib and PEFT)."""
         for t, s in self.slots.items():
@@ -64,7 +64,7 @@ class LoRALayer(nn.Module):
             if self.kind == "embedding":
                 a.zero_()
                 nn.init.normal_(b)
-            elif init == "loralib":
+            elif init == "kaiming_uniform":
                 nn.init.kaiming_uniform_(a, a=math.sqrt(5))
                 b.zero_()
             else:

@@ -130,7 +130,7 @@ def load_loralib(
                         "randomly initialised; load a checkpoint saved with its head")  # fmt: skip
     n_blocks = family.num_blocks(dict(model.named_modules()))
     config = LoRAConfig(
-        r=ranks, alpha={t: alpha for t in ranks}, dropout=dropout, init="loralib",
+        r=ranks, alpha={t: alpha for t in ranks}, dropout=dropout, init="kaiming_uniform",
         layers=None if layers in (set(range(n_blocks)), {None}) else tuple(sorted(layers)),
         train_head=bool(state),
     )  # fmt: skip

@@ -274,6 +274,7 @@ CASES = [
      "needs a LoRA method"),
     ("model without weights", None, ["model=gpt3_175b", "task=rte"], "has no weights anywhere"),
     ("unknown LoRA init", None, [*TINY, "method.init=xavier"], "init must be one of"),
+    ("init's name before 2026-12", None, [*TINY, "method.init=paper"], "init=paper is now called init=gaussian"),
     ("unknown bias mode", None, [*TINY, "method.bias=some"], "bias must be one of"),
 ]  # fmt: skip
 

@@ -9,7 +9,7 @@ import yaml
 from analysis import figures, section7, tables
 
 
-def write_run(root, name, best, *, seed=0, lr=1e-3, alpha=8, init="paper", r=8, eval_limit=None,
+def write_run(root, name, best, *, seed=0, lr=1e-3, alpha=8, init="gaussian", r=8, eval_limit=None,
               train_limit=None, status="complete", method="lora"):  # fmt: skip
     folder = root / name
     folder.mkdir(parents=True)
@@ -28,10 +28,10 @@ def write_run(root, name, best, *, seed=0, lr=1e-3, alpha=8, init="paper", r=8, 
 
 
 # configuration -> its runs' dev accuracies (seed 0, 1, ...); A, B, C, D share the cell "W_q, W_v, r=8"
-A = ("A-s0", "A-s1", "A-s2")  # lr 1e-3, alpha 8, init paper: 60, 70, 62 -> mean 64 (chosen), median 62
+A = ("A-s0", "A-s1", "A-s2")  # lr 1e-3, alpha 8, init gaussian: 60, 70, 62 -> mean 64 (chosen), median 62
 B = ("B-s0", "B-s1")  # lr 1e-2: 50, 56 -> mean 53
 C = ("C-s0",)  # alpha 16: 63
-D = ("D-s0",)  # init loralib: 58
+D = ("D-s0",)  # init kaiming_uniform: 58
 R4 = ("r4-s0", "r4-s1")  # r=4: 55, 57 -> median 56
 
 
@@ -43,7 +43,7 @@ def folder(tmp_path_factory):
     for name, best, seed in zip(B, (0.50, 0.56), range(2), strict=True):
         write_run(root, name, best, seed=seed, lr=1e-2)
     write_run(root, "C-s0", 0.63, alpha=16)
-    write_run(root, "D-s0", 0.58, init="loralib")
+    write_run(root, "D-s0", 0.58, init="kaiming_uniform")
     for name, best, seed in zip(R4, (0.55, 0.57), range(2), strict=True):
         write_run(root, name, best, seed=seed, r=4)
     write_run(root, "bitfit-s0", 0.52, method="bitfit")
@@ -80,7 +80,7 @@ def test_a_cell_is_the_configuration_with_the_best_mean_dev_score_and_lists_the_
     qv = next(r for r in tables.table6(_main(rows)) if r["weight_type"] == "W_q, W_v")
     c = qv["r=8"]["cell"]
     # by hand: A = 60, 70, 62 (mean 64 beats C 63, D 58, B 53); the paper's GLUE cell: median 62, range 60-70
-    assert c["runs"] == sorted(A) and c["config"] == {"method.alpha": 8, "method.init": "paper", "trainer.lr": 0.001}
+    assert c["runs"] == sorted(A) and c["config"] == {"method.alpha": 8, "method.init": "gaussian", "trainer.lr": 0.001}
     assert (c["ours"]["value"], c["ours"]["min"], c["ours"]["max"], c["ours"]["n"]) == pytest.approx((62, 60, 70, 3))
     others = [(o["runs"], o["ours"]["value"]) for o in c["others"]]
     assert others == [(["C-s0"], pytest.approx(63)), (["D-s0"], pytest.approx(58)), (sorted(B), pytest.approx(53))]
@@ -90,9 +90,9 @@ def test_a_cell_is_the_configuration_with_the_best_mean_dev_score_and_lists_the_
 
 def test_the_printed_tables_name_the_chosen_values_the_aggregate_and_the_runs_left_out(rows):
     text = tables.all_markdown(rows)
-    assert "62.0 [60.0, 70.0] (n=3) [alpha=8, init=paper, lr=0.001]" in text
-    assert "- W_q, W_v r=8: alpha=16, init=paper, lr=0.001: 63.0 (runs C-s0)" in text
-    assert "- W_q, W_v r=8: alpha=8, init=paper, lr=0.01: 53.0 [50.0, 56.0] (n=2) (runs B-s0, B-s1)" in text
+    assert "62.0 [60.0, 70.0] (n=3) [alpha=8, init=gaussian, lr=0.001]" in text
+    assert "- W_q, W_v r=8: alpha=16, init=gaussian, lr=0.001: 63.0 (runs C-s0)" in text
+    assert "- W_q, W_v r=8: alpha=8, init=gaussian, lr=0.01: 53.0 [50.0, 56.0] (n=2) (runs B-s0, B-s1)" in text
     assert "median over seeds [min, max]" in text and "(n=4)" not in text and "(n=7)" not in text
     for pooled in ("61.7", "60.5", "64.0 ±"):  # A with D; A with B, C, D; A's mean shown as the paper's cell
         assert pooled not in text
@@ -206,7 +206,7 @@ def test_the_tables_command_on_a_runs_csv_saves_beside_it_and_names_a_bad_cell(r
     tables.main([str(csv_file)])  # was: a folder made at the runs.csv's own path (FileExistsError)
     assert (tmp_path / "out" / "runs-2.csv").exists()
     bad = tmp_path / "bad.csv"
-    bad.write_text(csv_file.read_text().replace('"""paper"""', "paper", 1))  # a hand-edited cell
+    bad.write_text(csv_file.read_text().replace('"""gaussian"""', "gaussian", 1))  # a hand-edited cell
     with pytest.raises(SystemExit) as exit_:
         tables.main([str(bad)])
-    assert exit_.value.code == 2 and "method.init is 'paper', not a JSON value" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "method.init is 'gaussian', not a JSON value" in capsys.readouterr().err

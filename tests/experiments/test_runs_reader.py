@@ -151,7 +151,7 @@ def test_a_loralib_checkpoint_is_evaluated_into_a_run_folder_like_any_adapter(tm
     import lora
     from experiments.models import build
 
-    model = lora.apply(build("tiny_roberta", head="seq_cls"), lora.LoRAConfig(r=2, init="loralib"))
+    model = lora.apply(build("tiny_roberta", head="seq_cls"), lora.LoRAConfig(r=2, init="kaiming_uniform"))
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:

@@ -1,0 +1,83 @@
+"""Sweeps: Table 2's jobs compose with the learning rates their configs record, and a sweep run again skips the
+jobs it finished and resumes the one that was stopped."""
+
+import json
+import subprocess
+import sys
+
+from hydra import compose as hydra_compose
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from experiments.cli import compose, hydra_context
+from experiments.config import register
+from experiments.paths import CONF_DIR, ROOT
+
+TABLE2_METHODS = ("full_ft", "bitfit", "adapter_d", "adapter_p", "adapter_h", "lora")
+
+
+def with_hydra(overrides: list[str]):
+    register()
+    return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def swept(params) -> dict[str, list]:
+    """A sweep's hydra.sweeper.params as {key: [values]}, parsed as Hydra's sweeper parses them."""
+    parser = OverridesParser.create()
+    return {k: list(parser.parse_override(f"{k}={v}").sweep_iterator()) for k, v in params.items()}
+
+
+def test_table2_composes_every_method_task_and_seed_with_the_learning_rate_its_config_records():
+    with hydra_context():
+        params = swept(with_hydra(["+sweep=table2_minilm"]).hydra.sweeper.params)
+        assert params == {"+table2_method": list(TABLE2_METHODS), "task": ["sst2", "mrpc", "cola", "stsb"],
+                          "trainer.seed": [0, 1, 2]}  # fmt: skip
+        for method in TABLE2_METHODS:
+            recorded = OmegaConf.load(CONF_DIR / "table2_method" / f"{method}.yaml")
+            grid = swept({"trainer.lr": recorded.hydra.sweeper.params["trainer.lr"]})["trainer.lr"]
+            assert len(grid) >= 3 and recorded.trainer.lr in grid  # the lr is one of the grid searched
+            for i, task in enumerate(params["task"]):  # every task, and every seed across them
+                seed = params["trainer.seed"][i % 3]
+                job = [f"+table2_method={method}", f"task={task}", f"trainer.seed={seed}"]
+                cfg = OmegaConf.to_container(compose(["+sweep=table2_minilm", *job]))
+                t = cfg["trainer"]
+                assert (cfg["model"]["name"], cfg["method"]["name"], cfg["task"]["name"]) == ("minilm_l6", method, task)
+                assert (t["lr"], t["seed"], t["max_steps"], t["batch_size"]) == (recorded.trainer.lr, seed, 300, 32)
+            # the lr search: the method's grid on SST-2, seed 0, at the same budget
+            search = with_hydra(["+sweep=table2_minilm_lr", f"+table2_method={method}"])
+            assert swept(search.hydra.sweeper.params) == {"trainer.lr": grid}
+            assert (search.task.name, search.trainer.seed, search.trainer.max_steps) == ("sst2", 0, 300)
+        lora_cfg = compose(["+sweep=table2_minilm", "+table2_method=lora"]).method
+        assert (lora_cfg.r, list(lora_cfg.targets), lora_cfg.init) == (8, ["q", "v"], "kaiming_uniform")
+
+
+def test_a_sweep_run_again_skips_its_finished_jobs_and_resumes_the_stopped_one(tmp_path):
+    """First pass: the 2-step job finishes, the 4-step job stops after step 2 as if killed. The same sweep again:
+    the finished job is skipped (its files untouched, one line in the summary table), the stopped one resumes
+    from its checkpoint and finishes."""
+    tiny = ["model=tiny_bert", "task=rte", "trainer.train_limit=16", "trainer.eval_limit=8", "trainer.batch_size=8",
+            "trainer.eval_every=2", "trainer.threads=1",
+            f"trainer.output_dir={tmp_path}/runs/steps${{trainer.max_steps}}"]  # fmt: skip
+
+    def sweep(*extra):
+        cmd = [sys.executable, str(ROOT / "run.py"), "-m", "trainer.max_steps=2,4", *tiny, *extra]
+        done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done
+
+    sweep("trainer.stop_after=2")
+    finished, stopped = tmp_path / "runs/steps2", tmp_path / "runs/steps4"
+    assert json.loads((finished / "metrics.json").read_text())["status"] == "complete"
+    assert not (stopped / "metrics.json").exists() and any(stopped.rglob("step-0000002"))
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in finished.iterdir() if p.is_file()}
+
+    again = sweep()
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in finished.iterdir() if p.is_file()} == before
+    metrics = json.loads((stopped / "metrics.json").read_text())
+    assert metrics["status"] == "complete" and metrics["final"]["step"] == 4
+    assert "resumed from" in (stopped / "log.txt").read_text()
+    table = again.stdout[again.stdout.index("job  swept") :].splitlines()
+    assert table[1].split()[:3] == ["0", "trainer.max_steps=2", "skipped"]
+    assert table[2].split()[:3] == ["1", "trainer.max_steps=4", "complete"]
+    assert "2 jobs, 1 skipped as finished before" in again.stdout
+    assert f"skipped: {finished}" in again.stderr
