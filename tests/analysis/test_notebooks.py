@@ -17,6 +17,8 @@ from analysis.notebooks.__main__ import main as run_notebooks
 SWEEPS = {  # name: (swept keys and their number of values, steps per run)
     "table5_minilm_sst2": ({"method.r": 7}, 150),
     "table6_minilm_sst2": ({"method.targets": 2, "method.r": 5}, 150),
+    "table6_minilm_sst2_inits": ({"method.targets": 2, "method.r": 5, "method.init": 2}, 150),
+    "bf16_minilm_sst2": ({"trainer.bf16": 2, "trainer.seed": 3}, 300),
     "section7_minilm_sst2": ({"method.r": 2, "trainer.seed": 2}, 300),
     "section7_minilm_sst2_loralib": ({"method.r": 2, "trainer.seed": 2}, 300),
 }
