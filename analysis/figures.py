@@ -76,6 +76,8 @@ def score_vs_params(figure: dict, out) -> Path:
         for x, p in zip(xs, points, strict=True):
             ax.annotate(f"{p['size']} n={p['n']}" if p["size"] else f"n={p['n']}", (x, p["value"]),
                         textcoords="offset points", xytext=(5, 4 + 8 * (i % 4)), fontsize=6, color=color)  # fmt: skip
+    if figure.get("baseline") is not None:  # the majority class: the line every run has to clear
+        ax.axhline(figure["baseline"], color="0.5", linestyle=":", linewidth=1, label="majority class")
     ax.set_xscale("log")
     xs = [p["trainable"] for points in figure["series"].values() for p in points]
     if xs and max(xs) / min(xs) < 10:  # a decade at least, so the nudge does not read as a size difference

@@ -40,8 +40,8 @@ from .paper import (
 GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 
 COLUMNS = ("run", "status", "model", "method", "task", "r", "alpha", "targets", "setting", "lr", "steps",
-           "batch_size", "train_size", "seed", "metric", "dev_examples", "best", "best_step", "final", "trainable",
-           "total", "trainable_pct", "wall_seconds", "train_seconds")  # fmt: skip
+           "batch_size", "train_size", "seed", "metric", "dev_examples", "best", "best_step", "final", "baseline",
+           "trainable", "total", "trainable_pct", "wall_seconds", "train_seconds")  # fmt: skip
 # GLUE's dev sets (MNLI: matched), for the heading of a run evaluated on its first trainer.eval_limit examples
 # when its metrics.json predates "eval_examples"
 GLUE_DEV_SIZE = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qqp": 40430, "mnli": 9815, "qnli": 5463,
@@ -130,6 +130,7 @@ def row_of(folder: Path, root: Path) -> dict:
         "best": (m.get("best") or {}).get(metric),
         "best_step": (m.get("best") or {}).get("step"),
         "final": (m.get("final") or {}).get(metric),
+        "baseline": (m.get("baseline") or {}).get(metric),  # a constant answer's score (GLUE: majority class)
         "trainable": params.get("trainable"),
         "total": params.get("total"),
         "trainable_pct": round(100 * params["trainable"] / params["total"], 4) if params.get("total") else None,
@@ -268,6 +269,7 @@ def figure2(rows: list[dict]) -> list[dict]:
         figures.append({"title": title, "model": model, "task": task, "metric": metric,
                         "x100": task in GLUE or task in DECODED, "aggregate": aggregate_name(task),
                         "subset": rs[0].get("dev_examples"), "fixed": _fixed(rs),
+                        "baseline": _pct(next((r["baseline"] for r in rs if r.get("baseline") is not None), None)),
                         "runs": sorted(r["run"] for r in rs), "series": dict(sorted(series.items()))})  # fmt: skip
     return figures
 
@@ -350,7 +352,7 @@ _CSV_CONFIG = {"model": "model.name", "method": "method.name", "task": "task.nam
                "alpha": "method.alpha", "targets": "method.targets", "lr": "trainer.lr",
                "steps": "trainer.max_steps", "batch_size": "trainer.batch_size", "train_size": "task.train_size",
                "seed": "trainer.seed"}  # fmt: skip
-_CSV_NUMBERS = ("lr", "best", "final", "trainable_pct", "wall_seconds", "train_seconds")
+_CSV_NUMBERS = ("lr", "best", "final", "baseline", "trainable_pct", "wall_seconds", "train_seconds")
 
 
 def rows_from_csv(file: Path) -> list[dict]:
@@ -645,6 +647,46 @@ def methods_table(rows: list[dict]) -> list[dict]:
     return out
 
 
+def table2(rows: list[dict]) -> list[dict]:
+    """The paper's Table 2 across tasks: complete GLUE runs split by model and by everything but the method, its
+    lr, the seed and the task (so one table holds one protocol); in each, a row per method setting with its
+    trainable count and learning rate(s), a cell per task (`cell`), the average of the cells' values over the
+    tasks (when every task has one), and the majority-class line each task's runs have to clear. Only groups
+    with two tasks or more: a single task is the Methods table's."""
+    glue = [r for r in rows if r["status"] == "complete" and r["task"] in GLUE]
+    found: dict = {}
+    for r in glue:
+        found.setdefault((r["model"], _config_key(r, (*_HOUSEKEEPING, *SWEPT["methods"], "task."))), []).append(r)
+    out = []
+    for (model, _), rs in sorted(found.items(), key=lambda kv: kv[0][0]):
+        tasks = [t for t in GLUE if any(r["task"] == t for r in rs)]
+        if len(tasks) < 2:
+            continue
+        lines: dict = {}
+        for r in rs:
+            lines.setdefault((r["method"], r["setting"]), {}).setdefault(r["task"], []).append(r)
+        methods = []
+        for (method, setting_), by_task in lines.items():
+            cells = {t: cell(by_task[t]) for t in tasks if t in by_task}
+            values = [c["ours"]["value"] for c in cells.values()]
+            chosen = [r for c in cells.values() for r in c["rows"]]
+            methods.append({"method": method, "setting": setting_, "cells": cells,
+                            "average": statistics.fmean(values) if len(values) == len(tasks) else None,
+                            "trainable": sorted({r["trainable"] for r in chosen}),
+                            "lr": sorted({r["lr"] for r in chosen}),
+                            "below_baseline": sorted(r["run"] for r in chosen if _not_above_baseline(r))})  # fmt: skip
+        methods.sort(key=lambda m: (-max(m["trainable"]), m["method"], m["setting"]))
+        baseline = {t: next((_pct(r["baseline"]) for r in rs if r["task"] == t and r.get("baseline") is not None),
+                            None) for t in tasks}  # fmt: skip
+        out.append({"model": model, "tasks": tasks, "methods": methods, "baseline": baseline,
+                    "runs": sorted(r["run"] for r in rs)})  # fmt: skip
+    return out
+
+
+def _not_above_baseline(row: dict) -> bool:
+    return row.get("baseline") is not None and row.get("best") is not None and row["best"] <= row["baseline"]
+
+
 def table18(rows: list[dict]) -> list[dict]:
     """Appendix H.2 / Table 18 (GPT-2 Medium, E2E, r from 1 to 1024): our rows by rank where runs exist,
     with the paper's (val loss, BLEU, NIST, METEOR, ROUGE_L, CIDEr) for that rank beside them."""
@@ -791,6 +833,32 @@ def methods_markdown(mt: list[dict]) -> str:
     return markdown(["model", "method", "r", "targets", "trainable", *tasks], body + paper) + others_note(others)
 
 
+def table2_markdown(t2: dict) -> str:
+    """One Table 2 as markdown: ours (cells `fmt_score`, x100), the paper's RoBERTa-base rows where it printed
+    the method, and the majority-class line; a method's runs at or under that line are named below."""
+    tasks = t2["tasks"]
+    head = ["method", "trainable", "lr", *tasks, "avg"]
+    body = [[m["setting"] or m["method"], "/".join(f"{n:,}" for n in m["trainable"]),
+             "/".join(f"{lr:g}" for lr in m["lr"]),
+             *(fmt_score(m["cells"][t]["ours"]) if t in m["cells"] else None for t in tasks),
+             None if m["average"] is None else f"{m['average']:.1f}"] for m in t2["methods"]]  # fmt: skip
+    for method in dict.fromkeys(m["method"] for m in t2["methods"]):
+        printed = [TABLE2_ROBERTA_BASE.get(method, {}).get(t) for t in tasks]
+        if any(v is not None for v in printed):
+            avg = statistics.fmean(printed) if None not in printed else None
+            body.append([f"paper RoBERTa-base ({method})", None, None, *printed,
+                         None if avg is None else f"{avg:.1f}"])  # fmt: skip
+    base = [t2["baseline"][t] for t in tasks]
+    if any(v is not None for v in base):
+        body.append(["majority class (train's most common label; STS-B: its mean)", None, None,
+                     *(None if v is None else f"{v:.1f}" for v in base), None])  # fmt: skip
+    notes = [f"- {m['setting'] or m['method']}: at or under the majority-class line: {', '.join(m['below_baseline'])}"
+             for m in t2["methods"] if m["below_baseline"]]  # fmt: skip
+    others = others_note([(f"{m['setting'] or m['method']} on {t}", c) for m in t2["methods"]
+                          for t, c in m["cells"].items()])  # fmt: skip
+    return markdown(head, body) + ("\n\n" + "\n".join(notes) if notes else "") + others
+
+
 def gpt3_methods_markdown(lines: list[dict]) -> str:
     """Table 4 or 15 as markdown: ours beside the paper's GPT-3 175B, SAMSum's three ROUGE scores in one cell."""
     head = ["method", "setting (ours)", "trainable (ours)", "ours", "paper GPT-3", "paper GPT-3 params"]
@@ -867,6 +935,11 @@ def all_markdown(rows: list[dict]) -> str:
         table = methods_markdown(methods_table(rs))
         parts.append(f"## Methods (Tables 2/3 style): {title}, {scale}, {aggregate_name(task)}; {len(rs)} runs\n\n"
                      f"{table}\n\n{CELL_RULE}\nPaper: {PAPER}, Table 2 (RoBERTa-base).")  # fmt: skip
+    for t2 in table2(rows):
+        parts.append(f"## Table 2 (methods x GLUE tasks): {t2['model']}, best dev score x100, "
+                     f"{aggregate_name('sst2')}, average over the tasks; {len(t2['runs'])} runs\n\n"
+                     f"{table2_markdown(t2)}\n\n{CELL_RULE}\nPaper: {PAPER}, Table 2 (RoBERTa-base; MRPC and "
+                     "RTE accuracy, CoLA Matthews correlation, STS-B Pearson, as ours).")  # fmt: skip
     parts.extend(_gpt3_markdown(rows))
     # the groups of Figure 2 and the Methods table: a learning rate or alpha is a configuration of a cell
     for title, rs in groups(_lora_rows(rows), SWEPT["methods"]):

@@ -480,6 +480,7 @@ def _finish(r: _Run, model, started: float) -> dict:
         "final": state["evals"][-1] if state["evals"] else {},
         "best": state["best"],
         "evals": state["evals"],
+        "baseline": task.baseline(r.train_set, r.eval_sets),  # a constant answer's scores (GLUE: majority class)
         "eval_examples": r.eval_examples,
         **last_word,
         "steps": state["step"],

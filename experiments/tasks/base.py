@@ -66,6 +66,10 @@ class Task(Protocol):
         """The last word on the finished model, files written into `folder` (NLG decodes the test set;
         GLUE has nothing to add)."""
 
+    def baseline(self, train: Sequence[Any], eval_sets: dict[str, Sequence[Any]]) -> dict[str, float]:
+        """The evaluated splits' scores of a constant answer, the line a trained model has to clear (GLUE: the
+        training set's most common label); empty where there is none to give (generation)."""
+
 
 class TaskError(ValueError):
     """Missing or malformed task data; the message names the file and what to do."""

@@ -10,7 +10,9 @@ import csv
 import io
 import logging
 import math
+import statistics
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,6 +154,27 @@ class GlueTask:
 
     def final(self, model, tokenizer, folder, device, special=None) -> dict:
         return {}  # the dev evaluations during training are GLUE's result
+
+    def baseline(self, train: list[Example], eval_sets: dict[str, list[Example]]) -> dict[str, float]:
+        """Each evaluated split's scores when every example gets the training set's most common label (the lowest
+        id of a tie; STS-B: the mean score): the line a trained model has to clear. A constant has no correlation:
+        0 (MCC is 0 too).
+
+        >>> task = GlueTask("mrpc")
+        >>> task.baseline([Example("a", "b", 1)] * 2 + [Example("c", "d", 0)], {"dev": [Example("e", "f", 1),
+        ...                                                                       Example("g", "h", 0)]})
+        {'dev/accuracy': 0.5, 'dev/f1': 0.666667}
+        """
+        if not train:  # evaluation only
+            return {}
+        labels = [e.label for e in train]
+        counts = Counter(labels)
+        constant = statistics.fmean(labels) if self.regression else min(counts, key=lambda y: (-counts[y], y))
+        out = {}
+        for split, items in eval_sets.items():
+            scores = self.score(np.full(len(items), constant), np.array([e.label for e in items]))
+            out.update({f"{split}/{k}": 0.0 if math.isnan(v) else v for k, v in scores.items()})
+        return out
 
 
 def encode(tokenizer, examples: list[Example], max_length: int, special: dict | None = None) -> dict[str, torch.Tensor]:

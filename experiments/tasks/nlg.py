@@ -220,6 +220,9 @@ class NLGTask:
 
     # --- the finished model -------------------------------------------------------------------------------------
 
+    def baseline(self, train, eval_sets) -> dict[str, float]:
+        return {}  # no constant text to score: the untrained model's dev loss is the line to clear
+
     def final(self, model, tokenizer, folder: Path, device, special=None) -> dict:
         """Decode the test inputs, write predictions and references into `folder`, score them."""
         records = self.records(self.decode_split)[: self.decode_limit]

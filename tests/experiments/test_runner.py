@@ -17,7 +17,7 @@ from experiments.cli import check_config, compose, hydra_context
 from experiments.models import build
 from experiments.paths import CONF_DIR, ROOT
 from experiments.runs import RunError, read_scalars, training_curve
-from experiments.tasks import GLUE_TASKS
+from experiments.tasks import GLUE_TASKS, build_task
 from experiments.train import run
 from lora.files import read_safetensors
 
@@ -157,6 +157,13 @@ def test_tiny_end_to_end_run_writes_a_complete_run_folder(model, tmp_path):
     assert steps == [1, 2, 3, 4, 5, 6] and lr == pytest.approx([1e-2 * (6 - s) / 6 for s in steps], abs=1e-12)
     assert training_curve(tmp_path, "train/loss")[0] == steps
     assert training_curve(tmp_path, "dev/accuracy") == ([3, 6], [e["dev/accuracy"] for e in metrics["evals"]])
+    # the majority-class line: the first 48 training labels' most common one (24 each: the lower id, 0), scored on
+    # the first 24 dev examples
+    task = build_task({"name": "rte"})
+    assert [e.label for e in task.examples("train")[:48]].count(0) == 24
+    majority = 0
+    dev = [e.label for e in task.examples("dev")[:24]]
+    assert on_disk["baseline"] == {"dev/accuracy": round(dev.count(majority) / 24, 6)}
 
 
 def _tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
