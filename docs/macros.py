@@ -193,6 +193,21 @@ def define_env(env):
         return report(payload).replace("\nspeed-up", "\n\nSpeed-up").replace("\nlargest", "\n\nLargest")
 
     @env.macro
+    def table6_by(file: str, key: str) -> str:
+        """Table 6 of a committed runs.csv once per value of the config `key` (`method.init`): one table each,
+        where the tables would show the best of them per cell and list the other under it."""
+        from analysis import tables
+
+        rows = tables.rows_from_csv(ROOT / file)
+        values = sorted({json.dumps(r["_config"].get(key)) for r in rows})
+        parts = []
+        for value in values:
+            subset = [r for r in rows if json.dumps(r["_config"].get(key)) == value]
+            parts.append(f"`{key}={json.loads(value)}` ({len(subset)} runs):\n\n"
+                         + tables.table6_markdown(tables.table6(subset)))  # fmt: skip
+        return "\n\n".join(parts)
+
+    @env.macro
     def evals(file: str, metric: str, digits: int = 3) -> str:
         """Every evaluation of a committed run, in order: `0.807, 0.820, ...`."""
         runs = json.loads((ROOT / file).read_text())["evals"]

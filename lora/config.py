@@ -15,7 +15,8 @@ BIAS_MODES = ("none", "all", "lora_only")
 # kaiming_uniform: loralib's Kaiming-uniform A (a = sqrt(5)), the init of microsoft/LoRA's code, which produced
 # the paper's tables, and PEFT's default.
 INITS = ("gaussian", "kaiming_uniform")
-_RENAMED_INITS = {"paper": "gaussian", "loralib": "kaiming_uniform"}  # names before 2026-12: refused, with the new
+RENAMED_INITS = {"paper": "gaussian", "loralib": "kaiming_uniform"}  # names before 2026-12: configs refuse them,
+# adapter files written with them load under the new name (lora.state)
 
 
 class LoRAError(ValueError):
@@ -99,8 +100,8 @@ class LoRAConfig:
                 raise LoRAError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.bias not in BIAS_MODES:
             raise LoRAError(f"bias must be one of {', '.join(BIAS_MODES)}, got {self.bias!r}")
-        if self.init in _RENAMED_INITS:
-            new = _RENAMED_INITS[self.init]
+        if self.init in RENAMED_INITS:
+            new = RENAMED_INITS[self.init]
             raise LoRAError(f"init={self.init} is now called init={new}; choose from {', '.join(INITS)}")
         if self.init not in INITS:
             raise LoRAError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import LoRAConfig, LoRAError
+from .config import RENAMED_INITS, LoRAConfig, LoRAError
 from .model import CONFIG_ATTR, apply, lora_layers
 
 
@@ -35,6 +35,8 @@ def config_from_meta(meta: dict[str, str], source: Path) -> LoRAConfig:
         d = json.loads(meta["lora_config"])
         if not isinstance(d, dict):
             raise TypeError(f"a JSON {type(d).__name__}, not an object")
+        if d.get("init") in RENAMED_INITS:  # written before the inits were renamed: the same init, its new name
+            d["init"] = RENAMED_INITS[d["init"]]
         return LoRAConfig.from_dict(d)
     except LoRAError as err:
         raise LoRAError(f"{source}: {err}") from None

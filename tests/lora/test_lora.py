@@ -148,6 +148,29 @@ def test_save_load_round_trip_gives_identical_outputs(pair, tmp_path):
     assert torch.equal(logits(fresh, batch()), logits(model, batch()))
 
 
+def test_an_adapter_saved_under_an_inits_old_name_loads_under_the_new_one(tmp_path):
+    """`paper` and `loralib` were renamed gaussian and kaiming_uniform: a config naming them is refused with the new
+    name, an adapter file written before the rename still loads."""
+    import json
+
+    from safetensors.torch import save_file
+
+    with pytest.raises(LoRAError, match="init=loralib is now called init=kaiming_uniform"):
+        LoRAConfig(init="loralib")
+    model = lora.apply(tiny("llama"), LoRAConfig(r=2, targets=("q",), init="kaiming_uniform"))
+    tensors, meta = lora.files.read_safetensors(lora.save(model, tmp_path / "new.safetensors"))
+    config = json.loads(meta["lora_config"])
+    assert config["init"] == "kaiming_uniform"
+    save_file(
+        tensors,
+        tmp_path / "old.safetensors",
+        metadata={**meta, "lora_config": json.dumps({**config, "init": "loralib"})},
+    )
+    fresh = tiny("llama")
+    lora.load(fresh, tmp_path / "old.safetensors")
+    assert fresh.lora_config == model.lora_config and torch.equal(logits(fresh, batch()), logits(model, batch()))
+
+
 def test_saved_file_holds_only_what_was_trained(tmp_path):
     model = lora.apply(tiny("llama"), LoRAConfig(r=2, targets=("q",)))
     tensors, meta = lora.files.read_safetensors(lora.save(model, tmp_path))
