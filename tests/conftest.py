@@ -1,4 +1,5 @@
 import copy
+import ctypes
 import os
 from pathlib import Path
 
@@ -10,6 +11,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the workers do not oversubscribe the CPU; alone, up to 2.
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 torch.set_num_threads(1 if XDIST_WORKER else max(1, min(2, os.cpu_count() or 1)))
+
+
+# glibc hands every freed block over 32 MB (its largest dynamic mmap threshold) straight back to the kernel, so
+# each new large tensor costs fresh zeroed pages: GPT-2's logits over 50,257 tokens for a batch of beams are 50 MB
+# a step, and those page faults were half of test_beam's CPU time (system time). Blocks up to 1 GB stay in the heap
+# for reuse instead: here (mallopt) and in every process the tests start (the environment, which glibc reads at a
+# process's start; xdist's workers too). Results are the same: torch aligns its buffers itself.
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": (-3, 1 << 30), "MALLOC_TRIM_THRESHOLD_": (-1, 1 << 30)}  # mallopt's M_*
+
+
+def _keep_large_blocks_in_the_heap():
+    if any(name in os.environ for name in MALLOC_TUNING):
+        return  # set before this process started (by the user, or our xdist controller): glibc has them already
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl): that allocator keeps its own ways
+        return
+    for name, (option, value) in MALLOC_TUNING.items():
+        os.environ[name] = str(value)
+        mallopt(option, value)
+
+
+_keep_large_blocks_in_the_heap()
 
 from experiments.models import build  # noqa: E402
 
