@@ -1,4 +1,5 @@
 import copy
+import ctypes
 import os
 from pathlib import Path
 
@@ -10,6 +11,29 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # the workers do not oversubscribe the CPU; alone, up to 2.
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 torch.set_num_threads(1 if XDIST_WORKER else max(1, min(2, os.cpu_count() or 1)))
+
+
+# glibc hands every freed block over 32 MB (its largest dynamic mmap threshold) straight back to the kernel, so
+# each new large tensor costs fresh zeroed pages: GPT-2's logits over 50,257 tokens for a batch of beams are 50 MB
+# a step, and those page faults were half of test_beam's CPU time (system time). Blocks up to 1 GB stay in the heap
+# for reuse instead: here (mallopt) and in every process the tests start (the environment, which glibc reads at a
+# process's start; xdist's workers too). Results are the same: torch aligns its buffers itself.
+MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": (-3, 1 << 30), "MALLOC_TRIM_THRESHOLD_": (-1, 1 << 30)}  # mallopt's M_*
+
+
+def _keep_large_blocks_in_the_heap():
+    if any(name in os.environ for name in MALLOC_TUNING):
+        return  # set before this process started (by the user, or our xdist controller): glibc has them already
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl): that allocator keeps its own ways
+        return
+    for name, (option, value) in MALLOC_TUNING.items():
+        os.environ[name] = str(value)
+        mallopt(option, value)
+
+
+_keep_large_blocks_in_the_heap()
 
 from experiments.models import build  # noqa: E402
 
@@ -107,9 +131,11 @@ def tiny_runs(tmp_path_factory):
 # trains, launches or starts something runs once. The workers take the files in collection order
 # (--no-loadscope-reorder); the longest files (measured) come first, so that none starts last and leaves the
 # other worker idle at the end.
-# Seconds per file on a worker (summed test durations, a run under load): 664 663 418 388 373 251 223 223 202 128.
-LONGEST_FIRST = ("test_beam", "test_distributed", "test_nlg", "test_benchmarks", "test_faults", "test_slurm",
-                 "test_runs_reader", "test_runner", "test_metrics", "test_notebooks")  # fmt: skip
+# Order by CPU seconds per file (user+sys with children, -n0, one thread, on the loaded 2-core machine; suite2's
+# report): test_distributed 630, test_faults 259, test_slurm (251 worker-s before, not re-measured), test_beam 164,
+# test_benchmarks ~160, test_runner 119, test_nlg 100, test_metrics 71, test_notebooks 64, test_runs_reader 39.
+LONGEST_FIRST = ("test_distributed", "test_faults", "test_slurm", "test_beam", "test_benchmarks", "test_runner",
+                 "test_nlg", "test_metrics", "test_notebooks", "test_runs_reader")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):

@@ -10,13 +10,17 @@ pieces from the ``pycocoevalcap`` package (1.2), whose three large files are byt
 - METEOR: ``java -jar -Xmx2G meteor-1.5.jar - - -stdio -l en -norm``; one ``SCORE`` line per instance, then one
   ``EVAL`` line with all statistics. The corpus score is METEOR's own aggregate (the last line of the ``EVAL``
   answer), not the mean of segment scores. This is the same protocol as both the vendored and the packaged
-  ``Meteor`` wrapper; ours closes its JVM deterministically instead of in ``__del__``.
+  ``Meteor`` wrapper; ours closes its JVM deterministically instead of in ``__del__``. ``coco_scores`` reuses one
+  JVM per process (``shared_meteor``), as the wrapper reuses its own across calls: an ``EVAL`` is scored from the
+  statistics sent with it, so the scores do not depend on what the JVM scored before.
 - ROUGE_L (LCS F-measure, beta 1.2) and CIDEr (CIDEr-D, document frequencies from the evaluated references):
   the package's ``Rouge`` and ``Cider`` classes, unchanged.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import shutil
 import subprocess
 import tempfile
@@ -95,6 +99,9 @@ class Meteor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
     def close(self) -> None:
         """Stop the JVM and reap it (the coco wrapper only does this when garbage-collected)."""
         if self._proc.poll() is None:
@@ -131,12 +138,29 @@ class Meteor:
             return float(self._read()), segments
 
 
+_SHARED: dict[int, Meteor] = {}  # process id -> that process's JVM
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_meteor() -> Meteor:
+    """This process's METEOR JVM, started on first use and closed at exit. Each start loads METEOR's paraphrase
+    table (~10 s of CPU), and a sweep, a run's dev and test scoring or a test session score many small corpora.
+    A forked child starts its own (it must not write into its parent's pipe); one that stopped is replaced."""
+    with _SHARED_LOCK:
+        meteor = _SHARED.get(os.getpid())
+        if meteor is None or not meteor.alive():
+            meteor = _SHARED[os.getpid()] = Meteor()
+            atexit.register(meteor.close)
+        return meteor
+
+
 def coco_scores(
     references: Sequence[Sequence[str]], hypotheses: Sequence[str], meteor: bool = True
 ) -> dict[str, float]:
     """METEOR, ROUGE_L and CIDEr of ``measure_scores.py`` for grouped references and one hypothesis per group.
 
-    ``meteor=False`` skips METEOR, whose JVM takes ~10 s to load its paraphrase table (for quick checks).
+    ``meteor=False`` skips METEOR, whose JVM takes ~10 s to load its paraphrase table (for quick checks); with it,
+    the process's one JVM is started on the first call and reused.
     """
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} reference groups but {len(hypotheses)} hypotheses")
@@ -149,8 +173,7 @@ def coco_scores(
         res[f"inst-{i}"] = [tokens[len(flat) + i]]
     scores = {}
     if meteor:
-        with Meteor() as scorer:
-            scores["METEOR"], _ = scorer.corpus_score(list(gts.values()), [r[0] for r in res.values()])
+        scores["METEOR"], _ = shared_meteor().corpus_score(list(gts.values()), [r[0] for r in res.values()])
     rouge, _ = _rouge.Rouge().compute_score(gts, res)
     cider, _ = _cider.Cider().compute_score(gts, res)
     return {**scores, "ROUGE_L": float(rouge), "CIDEr": float(cider)}

@@ -291,3 +291,34 @@ def test_an_empty_last_webnlg_output_still_gets_all_three_scores():
     full = webnlg_scores(refs, ["the cat sat on a mat", "a dog barks", "birds fly south"])
     assert set(empty) == {"BLEU", "METEOR", "TER"} and 0 < empty["METEOR"] < full["METEOR"]
     assert empty["BLEU"] < full["BLEU"] and empty["TER"] > full["TER"]
+
+
+def test_one_meteor_jvm_per_process_replaced_when_it_stopped_or_forked(monkeypatch):
+    """coco_scores reuses its process's METEOR JVM (each start loads the paraphrase table, ~10 s of CPU); the edge
+    cases above check the reused JVM's scores against the official script. A stopped JVM, or one that belongs to
+    the parent of a forked process, is never written to: a new one is started."""
+    from experiments.metrics import coco
+
+    class FakeMeteor:
+        started: list = []
+
+        def __init__(self):
+            self.running = True
+            FakeMeteor.started.append(self)
+
+        def alive(self):
+            return self.running
+
+        def close(self):
+            self.running = False
+
+    monkeypatch.setattr(coco, "Meteor", FakeMeteor)
+    monkeypatch.setattr(coco, "_SHARED", {})
+    monkeypatch.setattr(coco.atexit, "register", lambda close: None)
+    first = coco.shared_meteor()
+    assert coco.shared_meteor() is first and len(FakeMeteor.started) == 1
+    first.close()  # the JVM stopped (or was killed)
+    second = coco.shared_meteor()
+    assert second is not first and second.alive()
+    monkeypatch.setattr(coco.os, "getpid", lambda: -1)  # as in a forked child
+    assert coco.shared_meteor() not in (first, second) and len(FakeMeteor.started) == 3
