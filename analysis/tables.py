@@ -828,8 +828,8 @@ def methods_markdown(mt: list[dict]) -> str:
                      *(fmt_cell(c["cell"]) if c else None for c in cells)])  # fmt: skip
     paper = [[f"paper RoBERTa-base ({m})", m, None, None, None,
               *(TABLE2_ROBERTA_BASE[m].get(t) for t in tasks)] for m in TABLE2_ROBERTA_BASE]  # fmt: skip
-    others = [(f"{r['method']} r={r['r']} {r['targets'] or ''} on {t}".replace("  ", " "), r[t]["cell"])
-              for r in mt for t in tasks if r.get(t)]  # fmt: skip
+    label = lambda r: " ".join(x for x in (r["method"], r["r"] and f"r={r['r']}", r["targets"]) if x)
+    others = [(f"{label(r)} on {t}", r[t]["cell"]) for r in mt for t in tasks if r.get(t)]
     return markdown(["model", "method", "r", "targets", "trainable", *tasks], body + paper) + others_note(others)
 
 

@@ -81,3 +81,21 @@ def test_a_sweep_run_again_skips_its_finished_jobs_and_resumes_the_stopped_one(t
     assert table[2].split()[:3] == ["1", "trainer.max_steps=4", "complete"]
     assert "2 jobs, 1 skipped as finished before" in again.stdout
     assert f"skipped: {finished}" in again.stderr
+
+
+def test_each_table2_method_trains_at_the_best_learning_rate_of_its_committed_search():
+    """The lr a conf/table2_method file records is its method's best SST-2 dev score in the committed search
+    (experiments/results/table2_minilm_lr/runs.csv), and every lr of its grid was run, none at the grid's edge."""
+    import csv
+
+    from experiments.paths import ROOT as root
+
+    with open(root / "experiments/results/table2_minilm_lr/runs.csv", newline="") as f:
+        runs = [r for r in csv.DictReader(f) if r["status"] == "complete"]
+    for method in TABLE2_METHODS:
+        recorded = OmegaConf.load(CONF_DIR / "table2_method" / f"{method}.yaml")
+        grid = swept({"trainer.lr": recorded.hydra.sweeper.params["trainer.lr"]})["trainer.lr"]
+        scores = {float(r["lr"]): float(r["best"]) for r in runs if r["method"] == method}
+        assert sorted(scores) == sorted(grid), method
+        best = max(scores, key=scores.get)
+        assert best == recorded.trainer.lr and min(grid) < best < max(grid), (method, scores)
