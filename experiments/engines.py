@@ -220,6 +220,15 @@ class Accelerate(Engine):
         self.device = self.accelerator.device
         self.name = t["engine"]
 
+    def close(self):
+        """Forget accelerate's per-process settings (its AcceleratorState is a singleton that refuses another
+        mixed_precision), so the next run in this process, a sweep's next job, may set its own trainer.bf16.
+        accelerate's own test cases reset it this way between tests; the process group (PartialState) stays."""
+        from accelerate.state import AcceleratorState
+
+        super().close()
+        AcceleratorState._reset_state(reset_partial_state=False)
+
     def prepare(self, model, param_groups, lr, warmup, total):
         from transformers import get_linear_schedule_with_warmup
 

@@ -16,7 +16,7 @@ import lora
 from experiments.cli import check_config, compose, hydra_context
 from experiments.models import build
 from experiments.paths import CONF_DIR, ROOT
-from experiments.runs import RunError, read_scalars, training_curve
+from experiments.runs import RunError, read_config, read_scalars, training_curve
 from experiments.tasks import GLUE_TASKS, build_task
 from experiments.train import run
 from lora.files import read_safetensors
@@ -299,6 +299,14 @@ def test_every_job_of_a_sweep_gets_its_own_default_folder(tmp_path):
         assert f"{job['job']}    method.r={2 ** job['job']}  complete  {best:.4f}" in table[1 + job["job"]]
     # and no third-party warning reached the terminal (DeepSpeed's "Setting accelerator to CPU" did, on every run)
     assert "WARNING" not in done.stderr + done.stdout and "warn" not in done.stderr.lower(), done.stderr[-2000:]
+
+
+def test_runs_in_one_process_may_change_bf16_as_a_sweeps_jobs_do(tmp_path):
+    """accelerate's AcceleratorState is a singleton: a sweep over trainer.bf16 failed at its first bf16 job."""
+    for i, bf16 in enumerate(("false", "true", "false")):
+        metrics = run(config(tmp_path / str(i), "model=tiny_bert", "task=rte", *TINY, f"trainer.bf16={bf16}"))
+        assert metrics["status"] == "complete"
+        assert read_config(tmp_path / str(i))["trainer"]["bf16"] is (bf16 == "true")
 
 
 def test_a_folder_holding_other_files_is_never_claimed(tmp_path):
