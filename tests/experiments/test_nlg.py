@@ -198,7 +198,7 @@ def test_table_11_experiment_files_compose_with_the_papers_settings():
                         d["blank_line_ends"], d["clean"], t["optimizer"], t["max_grad_norm"], t["base_dropout"],
                         m["init"])  # fmt: skip
             assert released == ("released", "released", "generated", True, True, "released", "adamw_released",
-                                0.0, 0.0, "loralib")  # fmt: skip
+                                0.0, 0.0, "kaiming_uniform")  # fmt: skip
 
 
 @needs("e2e/trainset.csv", "e2e/devset.csv", "e2e/testset_w_refs.csv")

@@ -35,7 +35,7 @@ def test_the_headline_command_trains_with_the_papers_recipe():
     assert (e2e["method"]["r"], e2e["method"]["alpha"], e2e["method"]["init"], e2e["trainer"]["lr"]) == (
         4,
         32,
-        "loralib",
+        "kaiming_uniform",
         2e-4,
     )
     assert (e2e["trainer"]["weight_decay"], e2e["trainer"]["label_smoothing"]) == (0.01, 0.1)
