@@ -143,9 +143,6 @@ class PromptTask(NLGTask):
     def examples(self, split: str) -> list[Pair]:
         return [Pair(r.context, r.references[0]) for r in self.records(split)]
 
-    def baseline(self, train, eval_sets) -> dict[str, float]:
-        return {}  # no constant text to score: the untrained model's dev loss is the line to clear
-
     def final(self, model, tokenizer, folder: Path, device, special=None) -> dict:
         """Decode the decode split's prompts, write the outputs and targets into `folder`, score them."""
         examples = self.raw(self.decode_split)[: self.decode_limit]
