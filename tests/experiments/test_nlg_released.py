@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from experiments.paths import data_dir
+from experiments.tasks import nlg_released
 from experiments.tasks.base import TaskError
-from experiments.tasks.nlg_released import e2e_line, e2e_mr, e2e_reference, e2e_text, webnlg_json
+from experiments.tasks.nlg_released import converted_copy, e2e_line, e2e_mr, e2e_reference, e2e_text, webnlg_json
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "e2e_converter_differences.md"
 WEBNLG = "webnlg/webnlg_challenge_2017"
@@ -44,7 +45,7 @@ def bundle_file(relative: str) -> Path:
 def e2e_pair(released: str) -> tuple[list[str], list[str]]:
     """(ours, released) lines of one E2E file, each line with its newline; computed once per session."""
     csv_name = E2E[released][0]
-    ours = e2e_text(bundle_file(f"e2e/{csv_name}"))
+    ours = e2e_text(bundle_file(f"e2e/{csv_name}"), keep=False)  # converted here, not a kept copy
     theirs = bundle_file(f"e2e/lora-format/{released}").read_bytes().decode("utf-8")
     return ours.splitlines(keepends=True), theirs.splitlines(keepends=True)
 
@@ -118,6 +119,39 @@ def test_e2e_text_errors_name_the_file(tmp_path, name, text, message):
     with pytest.raises(TaskError, match=message) as err:
         e2e_text(write(tmp_path, name, text))
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Kept conversions go to the test's folder, not the user's cache."""
+    monkeypatch.setenv("LORA_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_a_conversion_is_kept_on_disk_and_made_again_when_its_inputs_change(tmp_path, monkeypatch):
+    path = write(tmp_path, "devset.csv", "mr,ref\nname[A],A isn't 5-star.\n")
+    fresh = e2e_text(path, keep=False)
+    assert fresh == "name : A||A isn 't 5 - star . \n" and not (tmp_path / "cache").exists()
+    assert e2e_text(path) == fresh
+    copy = converted_copy(path.read_text(), "moses")
+    assert copy.read_text(encoding="utf-8") == fresh
+    assert list(copy.parent.iterdir()) == [copy]  # written whole and renamed: no temporary file left
+    nlg_released._kept.cache_clear()  # as a new process: the copy on disk is what is read
+    copy.write_text("planted\n", encoding="utf-8")
+    assert e2e_text(path) == "planted\n"
+    path.write_text("mr,ref\nname[B],B isn't.\n")  # an edited file is converted again
+    assert e2e_text(path) == "name : B||B isn 't . \n"
+    assert e2e_text(path, "spacy") == "name : B||B is n't . \n"  # so is the same file under the other tokenizer
+    assert len(list(copy.parent.iterdir())) == 3
+    before = converted_copy(path.read_text(), "moses")
+    monkeypatch.setattr(nlg_released, "_library_version", lambda name: f"{name}==0")  # another tokenizer version
+    assert converted_copy(path.read_text(), "moses") != before
+
+
+def test_a_conversion_that_cannot_be_kept_is_still_made(tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("LORA_CACHE_DIR", str(tmp_path / "not-a-folder"))  # mkdir under it fails
+    path = write(tmp_path, "devset.csv", "mr,ref\nname[C],C is fine.\n")
+    assert e2e_text(path) == "name : C||C is fine . \n"
 
 
 def test_e2e_tokenizer_is_chosen_or_refused(tmp_path):
