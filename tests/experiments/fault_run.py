@@ -1,6 +1,7 @@
 """Run a tiny training and SIGKILL it at one chosen moment: the fault injector of test_faults.py.
 
     python tests/experiments/fault_run.py EVENT N RUN_DIR [override ...]
+    forked([EVENT, N, RUN_DIR, override, ...], timeout)   # the same, without the imports (test_faults.py)
 
 EVENT N picks the moment, counted in this process:
   step N      right after the N-th optimizer step
@@ -17,10 +18,13 @@ Nothing here changes the code under test: the moments are found by wrapping the 
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,8 +90,8 @@ def arm(event: str, n: int):
     shutil.rmtree = counted_rmtree
 
 
-def main():
-    event, n, run_dir, *overrides = sys.argv[1:]
+def main(argv: list[str] | None = None):
+    event, n, run_dir, *overrides = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from omegaconf import OmegaConf
 
@@ -105,6 +109,60 @@ def main():
     elif event != "none":
         arm(event, int(n))
     run(cfg)
+
+
+# What a fresh `python fault_run.py` spends ~10 s of CPU importing (torch, transformers' BERT, scipy, the trainer).
+PRELOAD = ["experiments.cli", "experiments.train", "transformers.models.bert.modeling_bert", "scipy.stats"]
+
+
+class Forked:
+    """`python fault_run.py ARGV` as a Popen-like child forked from multiprocessing's fork server, which imported
+    PRELOAD once: each child starts with the imports done, single-threaded (the server never ran torch), with
+    its own state; a SIGKILL of itself reads -9, as from a subprocess. Its output goes to files, read at the end."""
+
+    def __init__(self, argv: list[str]):
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        self.argv, self._folder = argv, tempfile.TemporaryDirectory()
+        self._out, self._err = Path(self._folder.name, "out"), Path(self._folder.name, "err")
+        self.process = context.Process(target=_child, args=(argv, str(self._out), str(self._err)))
+        self.process.start()
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def send_signal(self, signum: int):
+        os.kill(self.process.pid, signum)
+
+    def communicate(self, timeout: float) -> tuple[str, str]:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+            raise subprocess.TimeoutExpired(["fault_run.py", *self.argv], timeout)
+        self.returncode = self.process.exitcode
+        out, err = _text(self._out), _text(self._err)
+        self._folder.cleanup()
+        return out, err
+
+
+def forked(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """`python fault_run.py ARGV` to its end (see Forked), returned as subprocess.run returns it."""
+    child = Forked(argv)
+    out, err = child.communicate(timeout)
+    return subprocess.CompletedProcess(argv, child.returncode, out, err)
+
+
+def _child(argv: list[str], out: str, err: str):
+    for fd, path in ((1, out), (2, err)):  # the files stand in for the pipes of a subprocess
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    main(argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 if __name__ == "__main__":

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from fault_run import Forked, forked
 from omegaconf import OmegaConf
 from safetensors import safe_open
 
@@ -23,7 +23,6 @@ from experiments.runs import RunError, RunFolder, verify
 from experiments.train import run
 from lora.files import read_safetensors
 
-HARNESS = Path(__file__).with_name("fault_run.py")
 TINY = ["model=tiny_bert", "task=rte", "method.dropout=0.1", "trainer.max_steps=8", "trainer.train_limit=48",
         "trainer.eval_limit=8", "trainer.batch_size=8", "trainer.eval_every=4", "trainer.save_every=2",
         "trainer.threads=2"]  # fmt: skip
@@ -41,8 +40,7 @@ ALL_MOMENTS = [
 
 
 def harness(event: str, n: int, folder: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(HARNESS), event, str(n), str(folder), *TINY]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return forked([event, str(n), str(folder), *TINY], timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +161,7 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_with_one_line(tm
     import time
 
     long = [*TINY, "trainer.max_steps=60", "trainer.save_every=1000", "trainer.log_every=2", "trainer.eval_every=60"]
-    cmd = [sys.executable, str(HARNESS), "none", "0", str(tmp_path / "run"), *long]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = Forked(["none", "0", str(tmp_path / "run"), *long])
     deadline = time.time() + 240
     while "step 4 " not in _read(tmp_path / "run" / "log.txt") and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -196,8 +193,7 @@ def test_the_preemption_signal_writes_a_checkpoint_at_once_and_the_run_resumes(t
     long = [*TINY, "trainer.max_steps=60", "trainer.save_every=1000", "trainer.log_every=2", "trainer.eval_every=60"]
     straight, folder = tmp_path / "straight", tmp_path / "signalled"
     for path, event in ((straight, "none"), (folder, "launcher" if launcher else "none")):
-        cmd = [sys.executable, str(HARNESS), event, "0", str(path), *long]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = Forked([event, "0", str(path), *long])
         if path == folder:
             deadline = time.time() + 240
             while "step 4 " not in _read(folder / "log.txt") and time.time() < deadline and proc.poll() is None:
@@ -220,8 +216,7 @@ def test_the_preemption_signal_writes_a_checkpoint_at_once_and_the_run_resumes(t
 
 
 def harness_long(folder: Path, overrides: list[str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(HARNESS), "none", "0", str(folder), *overrides]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return forked(["none", "0", str(folder), *overrides], timeout=300)
 
 
 def _read(file: Path) -> str:
