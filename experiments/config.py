@@ -100,19 +100,24 @@ RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
 }
 
 
-def resolve_bf16(t: dict, model: dict) -> bool:
+def resolve_bf16(t: dict, model: dict, native: bool = True) -> bool:
     """trainer.bf16 as set, or (null) the model's measured verdict: autocast where its dev score matched fp32's
-    (conf/model/NAME.yaml `bf16: true`); off for DeepSpeed, whose bf16 mode (bf16 weights) was not measured.
+    (conf/model/NAME.yaml `bf16: true`) and the machine computes bf16 in hardware (`native`: without, autocast
+    emulates it, 16-25x slower than fp32); off for DeepSpeed, whose bf16 mode (bf16 weights) was not measured.
 
     >>> safe = {"bf16": True}
     >>> [resolve_bf16({"bf16": None, "engine": e}, safe) for e in ("single", "ddp", "deepspeed")]
     [True, True, False]
     >>> resolve_bf16({"bf16": False, "engine": "single"}, safe), resolve_bf16({"bf16": None, "engine": "ddp"}, {})
     (False, False)
+    >>> resolve_bf16({"bf16": None, "engine": "single"}, safe, native=False)  # an AVX2-only CPU
+    False
+    >>> resolve_bf16({"bf16": True, "engine": "single"}, safe, native=False)  # asked for: as set (train.py warns)
+    True
     """
     if t["bf16"] is not None:
         return t["bf16"]
-    return bool(model.get("bf16", False)) and t["engine"] != "deepspeed"
+    return bool(model.get("bf16", False)) and t["engine"] != "deepspeed" and native
 
 
 def validate(t: dict):

@@ -72,6 +72,15 @@ def create(t: dict) -> Engine:
     return DeepSpeed(t) if t["engine"] == "deepspeed" else Accelerate(t)
 
 
+def bf16_is_native() -> bool:
+    """Whether this machine computes bfloat16 in hardware: a GPU that supports it, or a CPU with AVX512-BF16 or AMX
+    (oneDNN's own check). Elsewhere autocast emulates bf16 in software: on an AVX2-only AMD EPYC (2026-12-07), a
+    384 -> 1536 linear layer's forward and backward took 16-25x as long as in fp32, at 1 and 2 threads."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def leave_process_group():
     """Destroy the process group, after a barrier that every process reaches.
 

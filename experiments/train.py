@@ -100,7 +100,7 @@ def run(cfg: dict, skip_finished: bool = False) -> dict:
     run returns its metrics with status "skipped" instead of refusing the folder."""
     t = cfg["trainer"]
     validate(t)
-    t["bf16"] = resolve_bf16(t, cfg["model"])  # as the run folder's config.yaml records it
+    t["bf16"] = resolve_bf16(t, cfg["model"], engines.bf16_is_native())  # as the run folder's config.yaml records it
     torch.manual_seed(t["seed"])
     random.seed(t["seed"])
     if t["threads"]:
@@ -181,6 +181,10 @@ def _train_started(r: _Run) -> dict:
     return metrics
 
 
+def _cpu_capability() -> str:
+    return "a GPU" if torch.cuda.is_available() else f"a {torch.backends.cpu.get_cpu_capability()} CPU"
+
+
 def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     """Claim the run folder, read the task's data, build the model with its method, and resume if asked."""
     t = cfg["trainer"]
@@ -188,6 +192,12 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     _log_to(folder.log_file if engine.is_main else None)
     for note in folder.notes:
         log.warning("%s", note)
+    if t["bf16"] and not engines.bf16_is_native():
+        log.warning(
+            "trainer.bf16=true on a machine without bf16 instructions (%s): autocast emulates bf16, "
+            "16-25x slower than fp32 here; set trainer.bf16=false for speed",
+            _cpu_capability(),
+        )
     if engine.world > 1:
         each = t["batch_size"] // engine.world
         log.info("%s: %d processes, %d examples each per step", engine.name, engine.world, each)

@@ -309,6 +309,27 @@ def test_runs_in_one_process_may_change_bf16_as_a_sweeps_jobs_do(tmp_path):
         assert read_config(tmp_path / str(i))["trainer"]["bf16"] is (bf16 == "true")
 
 
+def test_bf16_where_the_machine_only_emulates_it(tmp_path, monkeypatch):
+    """Autocast on a CPU without bf16 instructions (AVX2 only) emulates bf16, 16-25x slower than fp32: a model's
+    bf16 verdict is not applied there, and a run that asks for bf16 gets it, with one line saying what it costs."""
+    from experiments import engines
+
+    def tiny(name: str, bf16: str, native: bool) -> tuple[bool, str]:
+        monkeypatch.setattr(engines, "bf16_is_native", lambda: native)
+        cfg = config(tmp_path / name, "model=tiny_bert", "task=rte", *TINY, f"trainer.bf16={bf16}")
+        cfg["model"]["bf16"] = True  # as a model whose bf16 verdict says safe
+        run(cfg)
+        return read_config(tmp_path / name)["trainer"]["bf16"], (tmp_path / name / "log.txt").read_text()
+
+    warning = "trainer.bf16=true on a machine without bf16 instructions"
+    used, log = tiny("asked", "true", native=False)
+    assert used is True and warning in log and "set trainer.bf16=false for speed" in log
+    used, log = tiny("verdict", "null", native=False)
+    assert used is False and warning not in log
+    used, log = tiny("native", "null", native=True)
+    assert used is True and warning not in log
+
+
 def test_a_folder_holding_other_files_is_never_claimed(tmp_path):
     (tmp_path / "thesis.tex").write_text("years of work")
     with pytest.raises(RunError, match="already holds other files"):
