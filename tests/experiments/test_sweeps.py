@@ -99,3 +99,12 @@ def test_each_table2_method_trains_at_the_best_learning_rate_of_its_committed_se
         assert sorted(scores) == sorted(grid), method
         best = max(scores, key=scores.get)
         assert best == recorded.trainer.lr and min(grid) < best < max(grid), (method, scores)
+
+
+def test_every_sweep_names_its_job_folders_by_what_the_job_trains_only():
+    """A job's folder name (Hydra's override_dirname) leaves out the keys that only say how or where it runs: with
+    `trainer.output_dir=...` on the command line, a sweep had named each folder after the output folder itself."""
+    with hydra_context():
+        for file in sorted((CONF_DIR / "sweep").glob("*.yaml")):
+            excluded = with_hydra([f"+sweep={file.stem}"]).hydra.job.config.override_dirname.exclude_keys
+            assert {"sweep", "trainer.threads", "trainer.output_dir"} <= set(excluded), file.name
