@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -300,6 +301,7 @@ class DeepSpeed(Engine):
             )
             os.environ.update(self._env)
         ops_beside_the_venv()
+        refuse_stale_op_locks()
         with _quiet_op_builds():
             deepspeed.init_distributed(dist_backend=backend, verbose=False)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -425,6 +427,25 @@ def ops_beside_the_venv() -> None:
         os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(sys.prefix) / "torch_extensions")
 
 
+STALE_LOCK_SECONDS = 15 * 60  # a build of both ops takes about 4 minutes on 2 cores
+
+
+def stale_op_locks(max_age: float = STALE_LOCK_SECONDS) -> list[Path]:
+    """Build locks older than any build: torch's compile takes `OP/lock` and waits, with no end, while it exists;
+    a build killed midway leaves it, and every later run then hangs on it without a word."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache" / "torch_extensions"))
+    now = time.time()
+    return sorted(lock for lock in root.glob("**/lock") if now - lock.stat().st_mtime > max_age)
+
+
+def refuse_stale_op_locks():
+    stale = stale_op_locks()
+    if stale:
+        raise EngineError(f"{stale[0]} is {(time.time() - stale[0].stat().st_mtime) / 60:.0f} min old: a DeepSpeed op "
+                          "build was killed and left it, and the next build would wait on it forever; delete it "
+                          "(make install removes it)")  # fmt: skip
+
+
 def build_deepspeed_ops() -> list[str]:
     """Compile DeepSpeed's CPU ops now (`make install`), not in the first run or test that needs them; returns one
     line per op. A failed build is said in one line and left to the run that needs it, which says why again."""
@@ -436,7 +457,9 @@ def build_deepspeed_ops() -> list[str]:
     except ImportError:
         return ["DeepSpeed is not installed: no ops to build"]
     ops_beside_the_venv()
-    lines = []
+    lines = [f"removed {lock}, left by a killed build" for lock in stale_op_locks(max_age=0)]
+    for lock in stale_op_locks(max_age=0):  # at install no other build runs: every lock is a killed build's
+        lock.unlink()
     for name in ("CPUAdamBuilder", "ShareMemCommBuilder"):
         builder = get_accelerator().create_op_builder(name)
         if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from benchmarks.distributed import compare
 from experiments.cli import compose, hydra_context
-from experiments.engines import ops_beside_the_venv
+from experiments.engines import EngineError, ops_beside_the_venv, refuse_stale_op_locks, stale_op_locks
 from experiments.paths import CONF_DIR, ROOT, data_dir
 from experiments.train import run
 from lora.files import read_safetensors
@@ -230,3 +230,50 @@ def test_a_checkpoint_of_one_process_is_not_resumed_by_two(tmp_path):
     assert "was written by 1 process(es), this run has 2; resume with as many" in done.stderr, done.stderr[-3000:]
     assert {p.relative_to(out): p.read_bytes() for p in (out / "checkpoints").rglob("*") if p.is_file()} == before
     assert before and not (out / "adapter.safetensors").exists()
+
+
+def test_a_build_lock_left_by_a_killed_build_is_named_instead_of_waited_on(monkeypatch, tmp_path):
+    """torch waits with no end on an op's build lock; a build killed midway leaves one behind."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    (tmp_path / "cpu_adam").mkdir()
+    lock = tmp_path / "cpu_adam" / "lock"
+    lock.write_text("")
+    assert stale_op_locks() == [] and stale_op_locks(max_age=0) == [lock]  # a fresh lock: a build may be running
+    refuse_stale_op_locks()
+    os.utime(lock, (lock.stat().st_atime - 3600, lock.stat().st_mtime - 3600))  # an hour old
+    with pytest.raises(EngineError, match=r"cpu_adam/lock is 60 min old: a DeepSpeed op build was killed") as err:
+        refuse_stale_op_locks()
+    assert "\n" not in str(err.value)
+
+
+def test_make_install_removes_every_build_lock_then_builds_each_op(monkeypatch, tmp_path):
+    """At install no other build runs, so any lock is a killed build's; the compile itself is DeepSpeed's (not run
+    here: a stand-in builder records the calls)."""
+    needs_deepspeed("deepspeed_zero2")
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    from experiments.engines import build_deepspeed_ops
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    (tmp_path / "cpu_adam").mkdir()
+    (tmp_path / "cpu_adam" / "lock").write_text("")
+    built = []
+
+    class Builder:
+        def __init__(self, name):
+            self.NAME = self.name = name
+
+        def load(self, verbose=False):
+            assert not (tmp_path / "cpu_adam" / "lock").exists()  # removed before any build
+            built.append(self.NAME)
+
+    # the real probe first (it runs on first access and is kept): later runs in this process see the real ops
+    monkeypatch.setitem(deepspeed.ops.__compatible_ops__, "cpuadambuilder", True)
+    monkeypatch.setitem(deepspeed.ops.__compatible_ops__, "sharememcommbuilder", False)
+    monkeypatch.setattr(get_accelerator(), "create_op_builder", lambda name: Builder(name.lower()))
+    lines = build_deepspeed_ops()
+    assert lines == [f"removed {tmp_path / 'cpu_adam' / 'lock'}, left by a killed build",
+                     f"DeepSpeed op cpuadambuilder: built in {tmp_path}",
+                     "DeepSpeed op ShareMemCommBuilder: not available on this machine, not built"]  # fmt: skip
+    assert built == ["cpuadambuilder"]
