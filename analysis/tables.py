@@ -474,10 +474,13 @@ def fmt_score(a: dict) -> str:
 
     >>> fmt_score(_agg([81.25])), fmt_score(_agg([])), fmt_score(_agg([1.0, 2.0, 4.0], "median"))
     ('81.2', '-', '2.000 [1.000, 4.000] (n=3)')
+    >>> fmt_score({**_agg([0.0, 8.8, 17.61], "median"), "decimals": 1})  # an x100 score near 0 (CoLA's MCC)
+    '8.8 [0.0, 17.6] (n=3)'
     """
     if not a["n"]:
         return "-"
-    f = (lambda v: f"{v:.1f}") if abs(a["value"]) >= 10 else (lambda v: f"{v:.3f}")  # x100 scores, or losses
+    decimals = a.get("decimals", 1 if abs(a["value"]) >= 10 else 3)  # x100 scores, or losses (when not told)
+    f = lambda v: f"{v:.{decimals}f}"  # noqa: E731
     if a["n"] == 1:
         return f(a["value"])
     if a.get("how") == "median":
@@ -518,7 +521,9 @@ def cell(rows: list[dict], name: str | None = None) -> dict:
 
     ranked = sorted(configs.values(), key=dev)
     differ = _differing([dict(config_of(rs[0])) for rs in ranked])
-    entries = [{"config": {k: _value(rs[0], k) for k in differ}, "ours": _agg([score(r, name) for r in rs], how),
+    decimals = 3 if _lower_is_better(rows[0].get("metric") if rows else None) else 1  # losses, or x100 scores
+    entries = [{"config": {k: _value(rs[0], k) for k in differ},
+                "ours": {**_agg([score(r, name) for r in rs], how), "decimals": decimals},
                 "runs": sorted(r["run"] for r in rs), "rows": rs} for rs in ranked]  # fmt: skip
     if not entries:
         return {"ours": _agg([], how), "runs": [], "config": {}, "others": [], "rows": []}
@@ -951,8 +956,11 @@ def all_markdown(rows: list[dict]) -> str:
             parts.append(f"## Table 5 (weight types at a fixed budget): {title}, {scale}\n\n"
                          + table5_markdown(table5(table5_runs)) + f"\n\n{CELL_RULE}\nRuns: {names}.\n"
                          f"Paper: {PAPER}, Table 5 (GPT-3 175B, 18M parameters).")  # fmt: skip
-        parts.append(f"## Table 6 (rank r): {title}, {scale}\n\n" + table6_markdown(table6(rs))
-                     + f"\n\n{CELL_RULE}\nRuns: {names}.\nPaper: {PAPER}, Table 6 (GPT-3 175B).")  # fmt: skip
+        # a rank study (or, beyond GLUE, the table a task's readers look for); one GLUE rank, as a Table 2 sweep's
+        # LoRA runs, is no rank study: its Methods table and Table 2 show it
+        if len({str(r.get("r")) for r in rs}) > 1 or task not in GLUE:
+            parts.append(f"## Table 6 (rank r): {title}, {scale}\n\n" + table6_markdown(table6(rs))
+                         + f"\n\n{CELL_RULE}\nRuns: {names}.\nPaper: {PAPER}, Table 6 (GPT-3 175B).")  # fmt: skip
     t18 = table18(rows)
     if t18:
         parts.append(

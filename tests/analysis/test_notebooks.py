@@ -97,5 +97,6 @@ def test_sweep_files_compose_with_their_sweeper_params(name):
         assert cfg.method.targets is None and all(sum(r.values()) == 8 for r in params["method.r"])
     output_dir = OmegaConf.to_container(cfg.trainer)["output_dir"]
     assert output_dir == f"runs/sweeps/{name}/${{hydra:job.override_dirname}}"
-    assert list(cfg.hydra.job.config.override_dirname.exclude_keys) == ["sweep", "trainer.threads"]
+    excluded = list(cfg.hydra.job.config.override_dirname.exclude_keys)
+    assert excluded == ["sweep", "trainer.threads", "trainer.output_dir"]
     assert narrowed.model.name == "tiny_bert"  # the command line still picks the model

@@ -57,6 +57,9 @@ def test_the_markdown_keeps_tasks_and_metrics_apart_and_finds_e2e_test_scores(mi
     text = tables.all_markdown(mixed)
     assert "## Table 6 (rank r): tiny_bert / rte / dev/accuracy, ours x100, median over seeds [min, max]" in text
     assert "## Table 6 (rank r): tiny_gpt2 / e2e / dev/loss, ours as measured, mean ± std over seeds" in text
+    # one GLUE rank is no rank study: a Table 2 sweep's LoRA runs are in its Methods tables, not in a Table 6
+    one_rank = [r for r in mixed if r["task"] == "rte" and r["r"] == mixed[0]["r"] and r["method"] == "lora"]
+    assert "## Table 6" not in tables.all_markdown(one_rank)
     # r=8: lr 1e-3 (60, 70) is chosen over lr 1e-2 (55) by its mean dev score, and named; 1e-2 listed under it
     assert "65.0 [60.0, 70.0] (n=2) [lr=0.001]" in text and "GLUE x100" not in text
     assert "- W_q, W_v r=8: lr=0.01: 55.0 (runs rte-lr)" in text
