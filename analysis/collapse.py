@@ -38,9 +38,9 @@ def hidden_states(model, tokenizer, task: GlueTask, examples, batch: int = 128) 
     """([CLS] state, mean-pooled state) of the last layer for each example, in order."""
     cls, mean = [], []
     for i in range(0, len(examples), batch):
-        enc = encode(tokenizer, examples[i : i + batch], task.max_length)
-        h = _encoder(model)(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
+        inputs = _inputs(tokenizer, task, examples[i : i + batch])  # token types too: a pair's second segment
+        h = _encoder(model)(**inputs).last_hidden_state
+        mask = inputs["attention_mask"].unsqueeze(-1).to(h.dtype)
         cls.append(h[:, 0])
         mean.append((h * mask).sum(1) / mask.sum(1))
     return torch.cat(cls).numpy(), torch.cat(mean).numpy()

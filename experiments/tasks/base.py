@@ -133,22 +133,42 @@ class Example:
     label: int | float
 
 
-def insert_special_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, special: dict, pad_id: int):
-    """[prefix] row [infix] for every row (right padding kept), as the prefix methods expect.
+def insert_special_tokens(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    special: dict,
+    pad_id: int,
+    token_type_ids: torch.Tensor | None = None,
+):
+    """[prefix] row [infix] for every row (right padding kept), as the prefix methods expect. With token types (a
+    BERT pair), the prefix takes type 0 and the infix the type of the token it follows; returned third.
 
     >>> ids, mask = insert_special_tokens(torch.tensor([[5, 6, 0]]), torch.tensor([[1, 1, 0]]),
     ...                                   {"prefix": [90], "infix": [91, 92]}, pad_id=0)
     >>> ids.tolist(), mask.tolist()
     ([[90, 5, 6, 91, 92, 0]], [[1, 1, 1, 1, 1, 0]])
-    """
+    >>> _, _, types = insert_special_tokens(torch.tensor([[5, 6, 7]]), torch.tensor([[1, 1, 1]]),
+    ...                                     {"prefix": [90], "infix": [91]}, 0, torch.tensor([[0, 1, 1]]))
+    >>> types.tolist()
+    [[0, 0, 1, 1, 1]]
+    """  # fmt: skip
+    n_prefix, n_infix = len(special["prefix"]), len(special["infix"])
     rows = [
         special["prefix"] + ids[m.bool()].tolist() + special["infix"]
         for ids, m in zip(input_ids, attention_mask, strict=True)
     ]
-    width = input_ids.shape[1] + len(special["prefix"]) + len(special["infix"])
+    width = input_ids.shape[1] + n_prefix + n_infix
     ids = torch.full((len(rows), width), pad_id, dtype=input_ids.dtype)
     mask = torch.zeros((len(rows), width), dtype=attention_mask.dtype)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row, dtype=input_ids.dtype)
         mask[i, : len(row)] = 1
-    return ids, mask
+    if token_type_ids is None:
+        return ids, mask
+    types = torch.zeros_like(ids, dtype=token_type_ids.dtype)
+    for i, (row_types, m) in enumerate(zip(token_type_ids, attention_mask, strict=True)):
+        kept = row_types[m.bool()].tolist()
+        last = kept[-1] if kept else 0
+        row = [0] * n_prefix + kept + [last] * n_infix
+        types[i, : len(row)] = torch.tensor(row, dtype=token_type_ids.dtype)
+    return ids, mask, types

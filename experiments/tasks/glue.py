@@ -178,16 +178,20 @@ class GlueTask:
 
 
 def encode(tokenizer, examples: list[Example], max_length: int, special: dict | None = None) -> dict[str, torch.Tensor]:
-    """Token ids and mask of a batch; prefix methods' special tokens are placed around each input."""
+    """Token ids and mask of a batch; prefix methods' special tokens are placed around each input. A pair's token
+    types go with it where the tokenizer gives them (BERT's segment B is type 1, as HF's run_glue feeds it; RoBERTa's
+    tokenizer gives none, DeBERTa-v2's model ignores them at type_vocab_size 0)."""
     pairs = [e.text_b for e in examples] if examples[0].text_b is not None else None
     if special:
         max_length -= len(special["prefix"]) + len(special["infix"])
     enc = tokenizer([e.text_a for e in examples], pairs, padding=True, truncation=True, max_length=max_length,
                     return_tensors="pt")  # fmt: skip
     ids, mask = enc["input_ids"], enc["attention_mask"]
+    types = enc.get("token_type_ids") if pairs is not None else None  # a single sentence is all type 0 anyway
     if special:
-        ids, mask = insert_special_tokens(ids, mask, special, tokenizer.pad_token_id)
-    return {"input_ids": ids, "attention_mask": mask}
+        ids, mask, *rest = insert_special_tokens(ids, mask, special, tokenizer.pad_token_id, types)
+        types = rest[0] if rest else None
+    return {"input_ids": ids, "attention_mask": mask, **({"token_type_ids": types} if types is not None else {})}
 
 
 log = logging.getLogger("lora.train")

