@@ -23,19 +23,16 @@ library produces.
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import json
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from functools import cache, lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from ..paths import cache_dir
-from . import nlg_files
+from ..paths import kept_path, kept_text
 from .base import TaskError
 from .nlg_files import csv_pairs, parse_xml, read_data_file, split_triple
 
@@ -158,31 +155,15 @@ def _kept(file: Path, text: str, tokenizer: str) -> str:
     """`e2e_text` kept in the process and on disk: converting the training set's 42,061 rows takes 20-45 s of
     CPU, and every new process would pay it (each rank of a torchrun launch, each job of a sweep), while a run
     reads its splits more than once. Keyed by the text itself, so an edited file is converted again."""
-    copy = converted_copy(text, tokenizer)
-    try:
-        return copy.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):  # not kept yet (or unreadable): convert, then keep it for next time
-        converted = _convert(file, text, tokenizer)
-    try:
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=copy.parent, delete=False) as tmp:
-            tmp.write(converted)  # whole, then renamed: a process reading at the same time never sees half
-        os.replace(tmp.name, copy)
-    except OSError:
-        pass  # a read-only cache folder: the conversion is the same, only not kept
-    return converted
+    return kept_text(converted_copy(text, tokenizer), lambda: _convert(file, text, tokenizer))
 
 
 def converted_copy(text: str, tokenizer: str) -> Path:
-    """Where the conversion of `text` is kept: <cache>/e2e-released/<sha256>.txt, over the text, the tokenizer,
-    the source of the conversion code and the versions of the tokenizing libraries, so that a change in any of
-    them converts again instead of reading an old copy."""
-    digest = hashlib.sha256()
-    for part in (text, tokenizer, *(_library_version(name) for name in ("sacremoses", "nltk", "spacy"))):
-        digest.update(part.encode("utf-8") + b"\0")
-    for module in (__file__, nlg_files.__file__):
-        digest.update(Path(module).read_bytes())
-    return cache_dir() / "e2e-released" / f"{digest.hexdigest()}.txt"
+    """Where the conversion of `text` is kept: under <cache>/e2e-released/, named by a digest of the text, the
+    tokenizer, the source of the conversion code and the versions of the tokenizing libraries, so that a change in
+    any of them converts again instead of reading an old copy."""
+    versions = [_library_version(name) for name in ("sacremoses", "nltk", "spacy")]
+    return kept_path("e2e-released", [text, tokenizer, *versions], [__file__, inspect.getsourcefile(csv_pairs)])
 
 
 def _library_version(name: str) -> str:
