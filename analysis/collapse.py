@@ -26,10 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from experiments.models import adapter_model, build, load_tokenizer
-from experiments.runs import read_config
+from experiments.models import ModelError, adapter_model, build, load_tokenizer
+from experiments.runs import RunError, read_config
 from experiments.tasks import build_task, fitted
+from experiments.tasks.base import TaskError
 from experiments.tasks.glue import GlueTask, encode
+from lora import LoRAError
 from lora.model import max_positions
 
 
@@ -118,10 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.runs and not args.probe:
         parser.error("give run folders, or --probe TASK")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    if args.probe:
-        print(json.dumps(probe(args.probe, args.model), indent=1))
-    for folder in args.runs:
-        print(json.dumps(run_spread(folder, args.limit)))
+    try:
+        if args.probe:
+            print(json.dumps(probe(args.probe, args.model), indent=1))
+        for folder in args.runs:
+            print(json.dumps(run_spread(folder, args.limit)))
+    except (RunError, TaskError, ModelError, LoRAError) as err:  # a wrong folder, task or model: one line
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

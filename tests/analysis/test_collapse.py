@@ -59,3 +59,14 @@ def test_the_features_of_a_sentence_pair_see_its_second_segment_as_the_model_doe
     task = GlueTask("mrpc")
     collapse.hidden_states(model, load_tokenizer("minilm_l6"), task, [Example("a b", "c d e", 1)])
     assert "token_type_ids" in seen and seen["token_type_ids"].max() == 1
+
+
+def test_a_wrong_folder_or_task_is_one_line(tmp_path, capsys):
+    from analysis.collapse import main
+
+    assert main([str(tmp_path / "nope")]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: no config.yaml in {tmp_path / 'nope'}; give a run folder written by run.py"
+    )
+    assert main(["--probe", "e2e"]) == 2 and "unknown GLUE task 'e2e'" in capsys.readouterr().err
