@@ -93,11 +93,13 @@ def run_spread(folder: str, limit: int = 400) -> dict:
     trained = adapter_model(cfg["model"], Path(folder) / "adapter.safetensors", task, tokenizer, seed)
     frozen = build(cfg["model"], head="seq_cls", num_labels=task.num_labels).eval()
     task = fitted(task, max_positions(frozen.config))  # as the run fitted it
-    cls, _ = hidden_states(trained.eval(), tokenizer, task, dev)
-    with torch.inference_mode():
-        logits = torch.cat(
-            [trained(**_inputs(tokenizer, task, dev[i : i + 128])).logits for i in range(0, len(dev), 128)]
-        )
+    cls, logits = [], []
+    with torch.inference_mode():  # one forward per batch gives both the [CLS] states and the predictions
+        for i in range(0, len(dev), 128):
+            out = trained.eval()(**_inputs(tokenizer, task, dev[i : i + 128]), output_hidden_states=True)
+            cls.append(out.hidden_states[-1][:, 0])
+            logits.append(out.logits)
+    cls, logits = torch.cat(cls).numpy(), torch.cat(logits)
     predictions = logits.squeeze(-1) if task.regression else logits.argmax(-1).float()
     return {"run": str(folder), "task": task.name, "seed": seed, "examples": len(dev),
             "cls_spread": spread(cls), "frozen_cls_spread": spread(hidden_states(frozen, tokenizer, task, dev)[0]),

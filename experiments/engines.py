@@ -457,9 +457,10 @@ def build_deepspeed_ops() -> list[str]:
     except ImportError:
         return ["DeepSpeed is not installed: no ops to build"]
     ops_beside_the_venv()
-    lines = [f"removed {lock}, left by a killed build" for lock in stale_op_locks(max_age=0)]
+    lines = []
     for lock in stale_op_locks(max_age=0):  # at install no other build runs: every lock is a killed build's
         lock.unlink()
+        lines.append(f"removed {lock}, left by a killed build")
     for name in ("CPUAdamBuilder", "ShareMemCommBuilder"):
         builder = get_accelerator().create_op_builder(name)
         if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):
