@@ -87,7 +87,7 @@ def score_vs_params(figure: dict, out) -> Path:
     metric = figure["metric"].split("/")[-1] + (" x100" if figure["x100"] else "")
     kind = "decoded" if figure["metric"].startswith("decoded/") else "best dev"  # the GPT-3 tasks' cells
     subset = f" ({figure['subset']} dev examples)" if figure.get("subset") else ""
-    ax.set(xlabel="trainable parameters", ylabel=f"{kind} {metric} on {figure['task']}{subset}",
+    ax.set(xlabel="trainable parameters (task head not counted)", ylabel=f"{kind} {metric} on {figure['task']}{subset}",
            title=f"Figure 2: {figure['model']} on {figure['task']}, {kind} {metric}")  # fmt: skip
     ax.grid(alpha=0.3)
     if figure["series"]:

@@ -41,7 +41,7 @@ GLUE = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 
 COLUMNS = ("run", "status", "model", "method", "task", "r", "alpha", "targets", "setting", "lr", "steps",
            "batch_size", "train_size", "seed", "metric", "dev_examples", "best", "best_step", "final", "baseline",
-           "trainable", "total", "trainable_pct", "wall_seconds", "train_seconds")  # fmt: skip
+           "trainable", "head", "total", "trainable_pct", "wall_seconds", "train_seconds")  # fmt: skip
 # GLUE's dev sets (MNLI: matched), for the heading of a run evaluated on its first trainer.eval_limit examples
 # when its metrics.json predates "eval_examples"
 GLUE_DEV_SIZE = {"cola": 1043, "sst2": 872, "mrpc": 408, "stsb": 1500, "qqp": 40430, "mnli": 9815, "qnli": 5463,
@@ -132,6 +132,7 @@ def row_of(folder: Path, root: Path) -> dict:
         "final": (m.get("final") or {}).get(metric),
         "baseline": (m.get("baseline") or {}).get(metric),  # a constant answer's score (GLUE: majority class)
         "trainable": params.get("trainable"),
+        "head": (params.get("by_type") or {}).get("head", 0) if params.get("trainable") is not None else None,
         "total": params.get("total"),
         "trainable_pct": round(100 * params["trainable"] / params["total"], 4) if params.get("total") else None,
         "wall_seconds": m.get("wall_seconds"),
@@ -243,7 +244,7 @@ def figure2(rows: list[dict]) -> list[dict]:
     point per configuration (`config_of`) at its trainable-parameter count, its seeds summed up as the tables'
     cells are (`aggregate`: `value`, with mean, std, median, min, max and n). GLUE scores x100, as the paper
     plots them. Each figure names its runs, the settings all of them share (`fixed`) and the aggregate."""
-    done = [r for r in rows if r["status"] == "complete" and score(r) is not None and r.get("trainable")]
+    done = [r for r in rows if r["status"] == "complete" and score(r) is not None and own_params(r)]
     figures = []
     for title, rs in groups(done, SWEPT["methods"]):
         how = aggregate(rs[0]["task"])
@@ -261,7 +262,7 @@ def figure2(rows: list[dict]) -> list[dict]:
             twins = [dict(o[2]) for o in lines if o[:2] == (method, weights) and o[2] != rest]
             label = method + (f" {_label(weights)}" if weights else "") + _differences(dict(rest), twins)
             series[label] = sorted(
-                ({"trainable": pts[0]["trainable"], **_agg([score(p) for p in pts], how),
+                ({"trainable": own_params(pts[0]), **_agg([score(p) for p in pts], how),
                   "size": size, "runs": sorted(p["run"] for p in pts)} for (size, _), pts in points.items()),
                 key=lambda p: (p["trainable"], p["runs"]))  # fmt: skip
         model, task = rs[0]["model"], rs[0]["task"]
@@ -355,6 +356,9 @@ _CSV_CONFIG = {"model": "model.name", "method": "method.name", "task": "task.nam
 _CSV_NUMBERS = ("lr", "best", "final", "baseline", "trainable_pct", "wall_seconds", "train_seconds")
 
 
+_CSV_COUNTS = ("trainable", "head", "total")
+
+
 def rows_from_csv(file: Path) -> list[dict]:
     """The rows of a runs.csv that `save` wrote, for tables and figures when only the CSV is at hand (the
     run folders were not kept, or not shared). Comparable groups are judged on its columns (model, method,
@@ -367,7 +371,8 @@ def rows_from_csv(file: Path) -> list[dict]:
         for key, value in row.items():
             row[key] = None if value == "" else value
         row.setdefault("train_size", None)  # a runs.csv written before these columns
-        for key in ("r", "alpha", "steps", "batch_size", "train_size", "seed", "best_step", "trainable", "total"):
+        row.setdefault("head", None)  # a runs.csv written before the column: its trainable counts hold the head
+        for key in ("r", "alpha", "steps", "batch_size", "train_size", "seed", "best_step", *_CSV_COUNTS):
             row[key] = int(row[key]) if row.get(key) is not None and row[key].lstrip("-").isdigit() else row.get(key)
         for key in (*_CSV_NUMBERS, *(k for k in row if k.split("/")[0] in _SPLITS)):
             row[key] = float(row[key]) if row.get(key) is not None else None
@@ -677,7 +682,7 @@ def table2(rows: list[dict]) -> list[dict]:
             chosen = [r for c in cells.values() for r in c["rows"]]
             methods.append({"method": method, "setting": setting_, "cells": cells,
                             "average": statistics.fmean(values) if len(values) == len(tasks) else None,
-                            "trainable": sorted({r["trainable"] for r in chosen}),
+                            "trainable": sorted({own_params(r) for r in chosen}),
                             "lr": sorted({r["lr"] for r in chosen}),
                             "below_baseline": sorted(r["run"] for r in chosen if _not_above_baseline(r))})  # fmt: skip
         methods.sort(key=lambda m: (-max(m["trainable"]), m["method"], m["setting"]))
@@ -686,6 +691,18 @@ def table2(rows: list[dict]) -> list[dict]:
         out.append({"model": model, "tasks": tasks, "methods": methods, "baseline": baseline,
                     "runs": sorted(r["run"] for r in rs)})  # fmt: skip
     return out
+
+
+def own_params(row: dict) -> int | None:
+    """A run's trainable parameters without its task head, as the paper counts a method (Table 2's first column,
+    Figure 2's axis): the head (BERT's pooler and classifier: 148,610 on MiniLM-L6) trains with every method.
+
+    >>> own_params({"trainable": 222_338, "head": 148_610}), own_params({"trainable": 74_498, "head": None})
+    (73728, 74498)
+    """
+    if row.get("trainable") is None:
+        return None
+    return row["trainable"] - (row.get("head") or 0)
 
 
 def _not_above_baseline(row: dict) -> bool:
@@ -842,7 +859,7 @@ def table2_markdown(t2: dict) -> str:
     """One Table 2 as markdown: ours (cells `fmt_score`, x100), the paper's RoBERTa-base rows where it printed
     the method, and the majority-class line; a method's runs at or under that line are named below."""
     tasks = t2["tasks"]
-    head = ["method", "trainable", "lr", *tasks, "avg"]
+    head = ["method", "trainable (no head)", "lr", *tasks, "avg"]
     body = [[m["setting"] or m["method"], "/".join(f"{n:,}" for n in m["trainable"]),
              "/".join(f"{lr:g}" for lr in m["lr"]),
              *(fmt_score(m["cells"][t]["ours"]) if t in m["cells"] else None for t in tasks),

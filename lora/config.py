@@ -51,7 +51,7 @@ class LoRAConfig:
     init: str = "gaussian"  # INITS: gaussian, A ~ N(0, 1/r^2); kaiming_uniform, loralib's
     layers: tuple[int, ...] | None = None  # transformer blocks to adapt; None = all
     rslora: bool = False
-    train_head: bool = True  # a task head (classifier, score) is trained alongside, as in the paper
+    train_head: bool = True  # the task head (classifier, score, BERT's pooler) is trained alongside, as in the paper
 
     def __post_init__(self):
         targets = self.targets

@@ -31,7 +31,9 @@ class Family:
     weights: dict[str, tuple[str | Part, ...]]  # weight type -> module paths inside one block
     embed: str  # dotted path of the token embedding
     norms: tuple[str, ...] = ()  # the normalisation layers inside one block
-    heads: tuple[str, ...] = ("classifier", "score")  # task heads, trained when config.train_head
+    # The task head, trained with every method when config.train_head: every layer between the encoder's last
+    # hidden states and the logits, as module paths in the task model (`head_module`).
+    heads: tuple[str, ...] = ("classifier", "score")
 
     def find(self, model: nn.Module, targets, layers=None) -> dict[str, dict[str, tuple[int, int]]]:
         """Modules of these weight types (in these blocks): {name: {weight type: (offset, width)}}."""
@@ -80,6 +82,18 @@ class Family:
                     yield name, module, spec if isinstance(spec, Part) else None
 
 
+def head_module(name: str, heads: tuple[str, ...]) -> str | None:
+    """The task-head module that parameter (or module) `name` belongs to, or None.
+
+    >>> heads = ("classifier", "score", "bert.pooler")
+    >>> head_module("bert.pooler.dense.weight", heads), head_module("classifier.bias", heads)
+    ('bert.pooler', 'classifier')
+    >>> head_module("bert.encoder.layer.0.output.dense.bias", heads), head_module("pooler.dense.bias", heads)
+    (None, None)
+    """
+    return next((h for h in heads if name == h or name.startswith(h + ".")), None)
+
+
 def _out_features(module: nn.Module, name: str) -> int:
     if isinstance(module, nn.Linear):
         return module.out_features
@@ -110,6 +124,11 @@ _BERT = Family(
     },
     embed="embeddings.word_embeddings",
     norms=("attention.output.LayerNorm", "output.LayerNorm"),
+    # BERT's sequence classifier reads [CLS] through its pooler (dense + tanh), where RoBERTa's head has its own
+    # dense + tanh (`classifier.dense`), which the paper trains with every method; frozen, a pooler the checkpoint
+    # never trained (all-MiniLM-L6-v2's: weights of std 0.009) let LoRA's STS-B runs collapse to the mean.
+    # A bare BertModel (no task head) keeps its pooler as part of the base model.
+    heads=("classifier", "score", "bert.pooler", "roberta.pooler"),
 )
 
 _DEBERTA_V2 = Family(

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .config import LoRAConfig, LoRAError
-from .families import family_of
+from .families import family_of, head_module
 from .files import read_safetensors
 from .model import lora_layers
 from .positions import microsoft_deberta_positions
@@ -119,14 +119,14 @@ def load_loralib(
         layers.add(_block(module, family.blocks))
     if stray := next((k for k in state if k.endswith(".lora_B")), None):
         raise LoRAError(f"{file}: {stray} has no lora_A beside it; the checkpoint is incomplete")
-    rest = {k: v for k, v in state.items() if k.split(".")[0] not in family.heads}
+    rest = {k: v for k, v in state.items() if not head_module(k, family.heads)}
     state = {k: v for k, v in state.items() if k not in rest}  # the task head
     if rest:  # a whole state dict (microsoft's end-of-training checkpoint, the HF Trainer's): its base must be ours
         taken = f"its {2 * len(modules)} LoRA matrices and {len(state)} head tensors"
         log.warning("%s is a whole state dict: took %s; %s", file, taken, check_base(rest, base, file))
-    heads = [n for n, _ in model.named_parameters() if n.split(".")[0] in family.heads]
+    heads = [h for n, _ in model.named_parameters() if (h := head_module(n, family.heads))]
     if heads and not state:
-        raise LoRAError(f"{file} holds no task head for this model's {heads[0].split('.')[0]}: it would stay "
+        raise LoRAError(f"{file} holds no task head for this model's {heads[0]}: it would stay "
                         "randomly initialised; load a checkpoint saved with its head")  # fmt: skip
     n_blocks = family.num_blocks(dict(model.named_modules()))
     config = LoRAConfig(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .config import WEIGHT_TYPES, LoRAConfig, LoRAError
-from .families import family_of
+from .families import family_of, head_module
 from .layer import LoRALayer, Slot, in_features
 from .positions import remove_microsoft_positions
 
@@ -20,7 +20,7 @@ def apply(model: nn.Module, config: LoRAConfig) -> nn.Module:
     """Inject LoRA into a transformers model in place and freeze everything else; returns the model.
 
     Trainable afterwards: the LoRA matrices, the biases chosen by ``config.bias``, and the task head
-    (``classifier`` / ``score``) when ``config.train_head`` and the model has one.
+    (``classifier`` / ``score``, and BERT's pooler) when ``config.train_head`` and the model has one.
 
     >>> from transformers import BertConfig, BertModel
     >>> model = BertModel(BertConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
@@ -71,8 +71,8 @@ def _mark_trainable(model: nn.Module, config: LoRAConfig, heads: tuple[str, ...]
             if name.endswith("bias"):
                 p.requires_grad_(True)
     if config.train_head:
-        for name, module in model.named_children():
-            if name in heads:
+        for name, module in model.named_modules():
+            if head_module(name, heads) == name:
                 module.requires_grad_(True)
 
 
@@ -172,9 +172,7 @@ def count(model: nn.Module) -> ParamCount:
         if not p.requires_grad:
             continue
         trainable += p.numel()
-        kind = kinds.get(name) or (
-            "head" if name.split(".")[0] in heads else "bias" if name.endswith("bias") else "other"
-        )
+        kind = kinds.get(name) or ("head" if head_module(name, heads) else "bias" if name.endswith("bias") else "other")
         by_type[kind] = by_type.get(kind, 0) + p.numel()
     order = {t: i for i, t in enumerate((*WEIGHT_TYPES, "bias", "head", "other"))}
     return ParamCount(trainable, total, dict(sorted(by_type.items(), key=lambda kv: order[kv[0]])))

@@ -52,6 +52,7 @@ from torch import nn
 from torch.func import functional_call
 
 from .config import LoRAError
+from .families import head_module
 from .io import load as load_adapter
 from .layer import _kind
 from .model import _replace, family_heads, lora_layers, unload
@@ -98,11 +99,9 @@ def read(model: nn.Module, name: str, path: str | os.PathLike, merged: bool = Fa
     """
     if any(True for _ in lora_layers(model)):
         raise LoRAError("the model already has LoRA layers; give a plain base model (lora.unload it first)")
-    heads = set(family_heads(model))
+    heads = family_heads(model)
     # What an adapter may overwrite besides its factors: the head and (bias training) the biases.
-    before = {
-        n: p.detach().clone() for n, p in model.named_parameters() if n.split(".")[0] in heads or n.endswith("bias")
-    }
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if head_module(n, heads) or n.endswith("bias")}
     try:
         load_adapter(model, path)  # inside: a file that fails half-way must not leave LoRA layers behind
         factors = {}
@@ -114,13 +113,13 @@ def read(model: nn.Module, name: str, path: str | os.PathLike, merged: bool = Fa
                 factors[site, t] = Factors(A, B, s.scale, s.offset, s.width)
         lora_names = {f"{site}.lora_{m}.{t}" for site, t in factors for m in "AB"}
         trained = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-        other = [n for n in trained if n not in lora_names and n.split(".")[0] not in heads]
+        other = [n for n in trained if n not in lora_names and not head_module(n, heads)]
         if other and not merged:
             raise LoRAError(
                 f"adapter {name!r} also trains {other[0]} (biases?); a bank shares the base's weights, "
                 "so serve this one merged"
             )
-        head = {_plain_name(n): t for n, t in trained.items() if n.split(".")[0] in heads or n in other}
+        head = {_plain_name(n): t for n, t in trained.items() if head_module(n, heads) or n in other}
         w0_positions = w0_position_sites(model)
     finally:
         unload(model, merged=False)
@@ -332,10 +331,10 @@ def load(model: nn.Module, adapters: Mapping[str, str | os.PathLike]) -> Adapter
         layer = AdapterBankLayer(model.get_submodule(site), site_parts, rows)
         layer.fill(read_all, site)
         _replace(model, site, layer)
-    for head in sorted({n.split(".")[0] for a in read_all for n in a.head}):
-        states = [
-            {n.split(".", 1)[1]: t for n, t in a.head.items() if n.split(".")[0] == head} or None for a in read_all
-        ]
+    heads = family_heads(model)
+    for head in sorted({h for a in read_all for n in a.head if (h := head_module(n, heads))}):
+        states = [{n[len(head) + 1 :]: t for n, t in a.head.items() if n.startswith(head + ".")} or None
+                  for a in read_all]  # fmt: skip
         _replace(model, head, HeadBank(model.get_submodule(head), states, rows))
     project_positions_with_w0(model, {site for a in read_all for site in a.w0_positions})
     return AdapterBank(model, list(adapters), rows)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import LoRAConfig, LoRAError
-from .families import family_of
+from .families import family_of, head_module
 from .files import read_safetensors, write_safetensors, write_text
 from .loralib_format import read_checkpoint
 from .model import lora_layers
@@ -78,9 +78,9 @@ def save_peft(model: nn.Module, folder) -> Path:
         path, leaf = pname.rsplit(".", 1)
         path = path[: -len(".base")] + ".base_layer" if path.endswith(".base") else path
         tensors[f"{PREFIX}{path}.{leaf}"] = p
-    heads = sorted(
-        {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad} & set(family_of(model).heads)
-    )
+    # PEFT names a module to save by the end of its path ("pooler" saves bert.pooler)
+    heads = sorted({h.rsplit(".", 1)[-1] for n, p in model.named_parameters()
+                    if p.requires_grad and (h := head_module(n, family_of(model).heads))})  # fmt: skip
     common_r = max(ranks.values(), default=config.rank(config.targets[0]))
     peft_config = {
         "peft_type": "LORA",

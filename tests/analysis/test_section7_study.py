@@ -47,8 +47,11 @@ def test_collect_reads_every_run_of_the_fixture(tiny_runs):
     assert set(by_run) == {"section7/r8-s0", "section7/r64-s0", "section7/r64-s1", "methods/bitfit-s0"}
     r64 = by_run["section7/r64-s1"]
     assert (r64["method"], r64["r"], r64["targets"], r64["seed"], r64["status"]) == ("lora", 64, "q,v", 1, "complete")
-    # LoRA on q, v of 2 blocks of width 128 at r=64: 2 x 2 x 2 x 128 x 64 + the head (128 x 2 + 2)
-    assert r64["trainable"] == 2 * 2 * 2 * 128 * 64 + 258 and r64["metric"] == "dev/accuracy"
+    # LoRA on q, v of 2 blocks of width 128 at r=64: 2 x 2 x 2 x 128 x 64 + the head: BERT's pooler
+    # (128 x 128 + 128) and classifier (128 x 2 + 2)
+    head = 128 * 128 + 128 + 128 * 2 + 2
+    assert (r64["trainable"], r64["head"]) == (2 * 2 * 2 * 128 * 64 + head, head) and r64["metric"] == "dev/accuracy"
+    assert tables.own_params(r64) == 2 * 2 * 2 * 128 * 64
     # metrics.json says how much of the dev set was scored (trainer.eval_limit=16); the tables' headings say it
     scored = json.loads((tiny_runs / "section7" / "r64-s1" / "metrics.json").read_text())["eval_examples"]["dev"]
     assert scored["used"] == 16 and scored["of"] > 16 and r64["dev_examples"] == f"16 of {scored['of']}"

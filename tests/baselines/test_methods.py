@@ -51,7 +51,7 @@ def inputs(model) -> dict:
 
 def intended(method: str, name: str) -> bool:
     """Does the method mean to train this parameter? (independent of how it marks them)"""
-    if name.startswith(("classifier", "score", "pooler.")):  # task heads (DeBERTa pools with a new layer)
+    if name.startswith(("classifier", "score", "pooler.", "bert.pooler.")):  # task heads, with the poolers
         return True
     return {
         "full_ft": lambda: True,
@@ -112,9 +112,9 @@ def test_houlsby_with_layernorms_adds_2_lhat_ln_d():
 
 def test_bitfit_and_top2_counts_in_closed_form():
     # BERT block biases: q, k, v, attention out, 2 LayerNorms (d each), MLP in (I), MLP out (d);
-    # plus the embedding LayerNorm and pooler biases.
+    # plus the embedding LayerNorm's (the pooler's is the head's).
     c = lora.count(prepared("bitfit", "bert"))
-    assert c.trainable - c.by_type["head"] == L * (7 * D + FFN) + 2 * D
+    assert c.trainable - c.by_type["head"] == L * (7 * D + FFN) + D
     block = 4 * (D * D + D) + 2 * 2 * D + (D * FFN + FFN) + (FFN * D + D)
     c = lora.count(baselines.prepare(tiny("bert"), {"name": "ft_top2"}))  # the default: the top 2 blocks
     assert c.trainable - c.by_type["head"] == 2 * block
@@ -199,9 +199,10 @@ def test_every_integer_method_option_is_checked_for_type_and_range(method, optio
 
 
 def test_ft_top2_blocks_counts_from_the_top_and_zero_is_refused_before_loading():
-    """`blocks[-0:]` trained all 17,154 parameters of tiny BERT for blocks=0; one block trains 8,610 (the head 66)."""
+    """`blocks[-0:]` trained all 17,154 parameters of tiny BERT for blocks=0; one block trains 8,544 and the head
+    1,122 (the classifier's 66, the pooler's 1,056)."""
     c = lora.count(baselines.prepare(tiny("bert"), {"name": "ft_top2", "blocks": 1}))
-    assert (c.trainable, c.by_type["head"]) == (8610, 66)
+    assert (c.trainable, c.by_type["head"]) == (8544 + 1122, 1122)
     with pytest.raises(baselines.MethodError, match="method.blocks=0 must be 1 to 24"):
         baselines.check("ft_top2", "gpt2", {"name": "ft_top2", "blocks": 0}, blocks=24)  # from the config alone
     baselines.check("ft_top2", "gpt2", {"name": "ft_top2", "blocks": 24}, blocks=24)

@@ -119,10 +119,21 @@ def test_bias_modes(bias):
 
 
 def test_task_head_is_trained_and_counted_apart():
+    """BERT's head is its pooler (dense + tanh, as RoBERTa's classifier.dense) and its classifier, width 32."""
     model = lora.apply(tiny("bert"), LoRAConfig(r=2, targets=("q", "v")))
     c = lora.count(model)
-    assert c.by_type["head"] == 32 * 2 + 2
+    assert c.by_type["head"] == (32 * 32 + 32) + (32 * 2 + 2)
     assert c.trainable == c.lora + c.by_type["head"]
+    assert all(p.requires_grad for p in model.bert.pooler.parameters())
+
+
+def test_a_bare_encoder_keeps_its_pooler_frozen():
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, vocab_size=50)
+    model = lora.apply(BertModel(config), LoRAConfig(r=2, targets=("q",)))
+    assert "head" not in lora.count(model).by_type
+    assert not any(p.requires_grad for p in model.pooler.parameters())
 
 
 @pytest.mark.parametrize("init", ["gaussian", "kaiming_uniform"])
