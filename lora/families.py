@@ -34,6 +34,9 @@ class Family:
     # The task head, trained with every method when config.train_head: every layer between the encoder's last
     # hidden states and the logits, as module paths in the task model (`head_module`).
     heads: tuple[str, ...] = ("classifier", "score")
+    # Heads whose weights come trained with the checkpoint: an adapter file without them (PEFT's default
+    # modules_to_save, ours before BERT's pooler joined the head) leaves them as the checkpoint has them, frozen.
+    pretrained_heads: tuple[str, ...] = ()
 
     def find(self, model: nn.Module, targets, layers=None) -> dict[str, dict[str, tuple[int, int]]]:
         """Modules of these weight types (in these blocks): {name: {weight type: (offset, width)}}."""
@@ -129,6 +132,7 @@ _BERT = Family(
     # never trained (all-MiniLM-L6-v2's: weights of std 0.009) let LoRA's STS-B runs collapse to the mean.
     # A bare BertModel (no task head) keeps its pooler as part of the base model.
     heads=("classifier", "score", "bert.pooler", "roberta.pooler"),
+    pretrained_heads=("bert.pooler", "roberta.pooler"),
 )
 
 _DEBERTA_V2 = Family(

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .config import RENAMED_INITS, LoRAConfig, LoRAError
+from .families import family_of, head_module
 from .model import CONFIG_ATTR, apply, lora_layers
 
 
@@ -77,6 +78,8 @@ def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pat
                 f"{tuple(params[k].shape)} in the model; it was trained on {base_model}"
             )
         _check_values(k, t, source)
+    _keep_pretrained_heads_the_file_lacks(model, tensors)
+    params = dict(model.named_parameters())
     layers = list(lora_layers(model))
     wanted = [f"{n}.lora_{m}.{t}" for n, layer in layers for t in layer.slots for m in "AB"]
     if not partial:
@@ -91,6 +94,18 @@ def load_tensors(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pat
         params[k].copy_(t)
     for layer in merged:
         layer.merge()
+
+
+def _keep_pretrained_heads_the_file_lacks(model: nn.Module, tensors: dict[str, torch.Tensor]):
+    """Freeze the pretrained heads (BERT's pooler) of which the file holds nothing: they stay as loaded."""
+    try:
+        kept = family_of(model).pretrained_heads
+    except LoRAError:
+        return
+    held = {head_module(k, kept) for k in tensors}
+    for name in kept:
+        if name not in held and name in dict(model.named_modules()):
+            model.get_submodule(name).requires_grad_(False)
 
 
 def _check_values(name: str, t: torch.Tensor, source: Path):

@@ -252,6 +252,28 @@ def test_adapter_written_by_peft_loads_here(family, tmp_path):
     assert lora.count(ours).lora == sum(p.numel() for n, p in theirs.named_parameters() if "lora_" in n)
 
 
+def test_a_bert_classifier_adapter_without_the_pooler_keeps_the_checkpoints_pooler(tmp_path):
+    """PEFT's SEQ_CLS saves the classifier alone, as our files did before BERT's pooler joined the head: such a
+    file loads with the pooler as the checkpoint has it (frozen); a file without the classifier is still refused."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    theirs = get_peft_model(tiny("bert"), LoraConfig(task_type=TaskType.SEQ_CLS, r=2, target_modules=["query"]))
+    with torch.no_grad():
+        for p in (p for p in theirs.parameters() if p.requires_grad):
+            p.normal_(0, 0.2)
+    theirs.save_pretrained(tmp_path / "peft")
+    ours = lora.load(tiny("bert"), tmp_path / "peft")
+    assert rel_err(logits(ours, batch()), logits(theirs, batch())) < 1e-5
+    assert not any(p.requires_grad for p in ours.bert.pooler.parameters())
+    assert lora.count(ours).by_type["head"] == 32 * 2 + 2  # the classifier alone
+
+    without_head = lora.apply(tiny("bert"), LoRAConfig(r=2, targets=("q",)))
+    without_head.classifier.requires_grad_(False)
+    lora.save(without_head, tmp_path / "ours")
+    with pytest.raises(LoRAError, match="lacks 2 trained tensors this model has .first: classifier.bias"):
+        lora.load(tiny("bert"), tmp_path / "ours")
+
+
 # --- clear errors -------------------------------------------------------------------------------
 
 
