@@ -128,8 +128,9 @@ _BERT = Family(
     embed="embeddings.word_embeddings",
     norms=("attention.output.LayerNorm", "output.LayerNorm"),
     # BERT's sequence classifier reads [CLS] through its pooler (dense + tanh), where RoBERTa's head has its own
-    # dense + tanh (`classifier.dense`), which the paper trains with every method; frozen, a pooler the checkpoint
-    # never trained (all-MiniLM-L6-v2's: weights of std 0.009) let LoRA's STS-B runs collapse to the mean.
+    # dense + tanh (`classifier.dense`), which the paper trains with every method; frozen, a pooler outside the
+    # checkpoint's own training (all-MiniLM-L6-v2 mean-pools; its pooler's weights have std 0.009) let LoRA's STS-B
+    # runs collapse to the mean.
     # A bare BertModel (no task head) keeps its pooler as part of the base model.
     heads=("classifier", "score", "bert.pooler", "roberta.pooler"),
     pretrained_heads=("bert.pooler", "roberta.pooler"),
