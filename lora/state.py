@@ -103,9 +103,9 @@ def _keep_pretrained_heads_the_file_lacks(model: nn.Module, tensors: dict[str, t
     except LoRAError:
         return
     held = {head_module(k, kept) for k in tensors}
-    for name in kept:
-        if name not in held and name in dict(model.named_modules()):
-            model.get_submodule(name).requires_grad_(False)
+    modules = dict(model.named_modules())
+    for name in (n for n in kept if n not in held and n in modules):
+        modules[name].requires_grad_(False)
 
 
 def _check_values(name: str, t: torch.Tensor, source: Path):
