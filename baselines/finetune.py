@@ -1,4 +1,5 @@
-"""Fine-tuning baselines: everything (FT), the last two blocks (FT^Top2), or the biases (BitFit)."""
+"""Fine-tuning baselines: everything (FT), the last two blocks (FT^Top2), the biases (BitFit), or nothing but the
+task head (the control every method's row is read against)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ def ft_top2(model: nn.Module, cfg: dict) -> nn.Module:
     for name in blocks[len(blocks) - top :]:
         model.get_submodule(name).requires_grad_(True)
     train_head(model)
+    return model
+
+
+def head_only(model: nn.Module, cfg: dict) -> nn.Module:
+    """Only the task head trains (BERT: pooler and classifier), the encoder frozen: what each method adds is its
+    score above this one. Not in the paper, whose heads train with every method."""
+    freeze(model)
+    train_head(model)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise MethodError(f"head_only: this {model.config.model_type} model has no task head to train")
     return model
 
 

@@ -16,7 +16,7 @@ from lora.state import check_model_type, load_tensors, trainable_state
 
 from .adapters import add_adapters
 from .common import MethodError, integer_options
-from .finetune import bitfit, ft_top2, full_ft
+from .finetune import bitfit, ft_top2, full_ft, head_only
 from .prefix import DECODERS, add_prefix
 
 ALL = tuple(lora.FAMILIES)
@@ -49,6 +49,7 @@ METHODS: dict[str, Method] = {
     "full_ft": Method(full_ft),
     "ft_top2": Method(ft_top2),
     "bitfit": Method(bitfit, _BIASED, "Llama-family models have no bias vectors"),
+    "head_only": Method(head_only),
     "prefix_embed": Method(add_prefix, DECODERS, _DECODER_ONLY),
     "prefix_layer": Method(add_prefix, DECODERS, _DECODER_ONLY),
     "adapter_h": Method(add_adapters),

@@ -15,6 +15,7 @@ APPLIES = {
     "full_ft": ["bert", "roberta", "deberta", "gpt2", "llama"],
     "ft_top2": ["bert", "roberta", "deberta", "gpt2", "llama"],
     "bitfit": ["bert", "roberta", "deberta", "gpt2"],
+    "head_only": ["bert", "roberta", "deberta", "gpt2", "llama"],
     "adapter_h": ["bert", "roberta", "deberta", "gpt2", "llama"],
     "adapter_l": ["bert", "roberta", "deberta", "gpt2", "llama"],
     "adapter_p": ["bert", "roberta", "deberta", "gpt2", "llama"],
@@ -57,6 +58,7 @@ def intended(method: str, name: str) -> bool:
         "full_ft": lambda: True,
         "ft_top2": lambda: any(f"{b}.1." in name for b in ("layer", "h", "layers")),  # blocks=1: the top block
         "bitfit": lambda: name.endswith(".bias"),
+        "head_only": lambda: False,
         "prefix_embed": lambda: ".vectors" in name,
         "prefix_layer": lambda: ".vectors" in name,
         "lora_prefix_embed": lambda: ".vectors" in name or ".lora_" in name,
@@ -118,6 +120,11 @@ def test_bitfit_and_top2_counts_in_closed_form():
     block = 4 * (D * D + D) + 2 * 2 * D + (D * FFN + FFN) + (FFN * D + D)
     c = lora.count(baselines.prepare(tiny("bert"), {"name": "ft_top2"}))  # the default: the top 2 blocks
     assert c.trainable - c.by_type["head"] == 2 * block
+
+
+def test_head_only_trains_berts_pooler_and_classifier_alone():
+    c = lora.count(prepared("head_only", "bert"))
+    assert c.trainable == c.by_type["head"] == (D * D + D) + (D * 2 + 2)
 
 
 @pytest.mark.parametrize("method, family", [c for c in CASES if c[0].startswith("adapter")])

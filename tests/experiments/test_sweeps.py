@@ -13,7 +13,7 @@ from experiments.cli import compose, hydra_context
 from experiments.config import register
 from experiments.paths import CONF_DIR, ROOT
 
-TABLE2_METHODS = ("full_ft", "bitfit", "adapter_d", "adapter_p", "adapter_h", "lora")
+TABLE2_METHODS = ("full_ft", "bitfit", "adapter_d", "adapter_p", "adapter_h", "lora", "head_only")
 
 
 def with_hydra(overrides: list[str]):
