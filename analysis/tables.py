@@ -646,7 +646,7 @@ def methods_table(rows: list[dict]) -> list[dict]:
         first = next(iter(tasks.values()))[0]
         row = {"model": model, "method": method, "r": "" if first["r"] is None else str(first["r"]),
                "targets": first["targets"],
-               "trainable": sorted({r["trainable"] for rs in tasks.values() for r in rs})}  # fmt: skip
+               "trainable": sorted({own_params(r) for rs in tasks.values() for r in rs})}  # fmt: skip
         for task, rs in tasks.items():
             c = cell(rs)
             how = aggregate(task)
@@ -852,7 +852,8 @@ def methods_markdown(mt: list[dict]) -> str:
               *(TABLE2_ROBERTA_BASE[m].get(t) for t in tasks)] for m in TABLE2_ROBERTA_BASE]  # fmt: skip
     label = lambda r: " ".join(x for x in (r["method"], r["r"] and f"r={r['r']}", r["targets"]) if x)
     others = [(f"{label(r)} on {t}", r[t]["cell"]) for r in mt for t in tasks if r.get(t)]
-    return markdown(["model", "method", "r", "targets", "trainable", *tasks], body + paper) + others_note(others)
+    head = ["model", "method", "r", "targets", "trainable (no head)", *tasks]
+    return markdown(head, body + paper) + others_note(others)
 
 
 def table2_markdown(t2: dict) -> str:
