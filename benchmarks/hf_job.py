@@ -62,9 +62,10 @@ def main():
     data = data.remove_columns(["sentence"])
 
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    # The same head as ours: SEQ_CLS saves the classifier; BERT's pooler is named so it trains too (lora.families)
+    # The same head as ours: SEQ_CLS saves the classifier; BERT's pooler is named so it trains too (lora.families).
+    # init_lora_weights=True: Kaiming-uniform A, our default init.
     lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=8, lora_dropout=0.0, modules_to_save=["pooler"],
-                      target_modules=["query", "value"], init_lora_weights="gaussian")  # fmt: skip
+                      target_modules=["query", "value"], init_lora_weights=True)  # fmt: skip
     model = get_peft_model(model, lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 

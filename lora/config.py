@@ -48,7 +48,7 @@ class LoRAConfig:
     dropout: float = 0.0
     targets: tuple[str, ...] | None = None  # None: the keys of ``r`` if a mapping, else ("q", "v")
     bias: str = "none"  # none | all | lora_only, as loralib's mark_only_lora_as_trainable
-    init: str = "gaussian"  # INITS: gaussian, A ~ N(0, 1/r^2); kaiming_uniform, loralib's
+    init: str = "kaiming_uniform"  # INITS: kaiming_uniform, loralib's (the paper's code); gaussian, A ~ N(0, 1/r^2)
     layers: tuple[int, ...] | None = None  # transformer blocks to adapt; None = all
     rslora: bool = False
     train_head: bool = True  # the task head (classifier, score, BERT's pooler) is trained alongside, as in the paper

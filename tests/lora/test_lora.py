@@ -136,6 +136,16 @@ def test_a_bare_encoder_keeps_its_pooler_frozen():
     assert not any(p.requires_grad for p in model.pooler.parameters())
 
 
+def test_the_default_init_is_the_papers_codes_in_the_library_and_the_config():
+    """microsoft/LoRA's code (loralib), which produced the paper's tables, draws A Kaiming-uniform; measured against
+    gaussian on Table 6's rows (docs/paper/tables5-6.md) it did no worse, so it is the default everywhere."""
+    from omegaconf import OmegaConf
+
+    from experiments.paths import CONF_DIR
+
+    assert LoRAConfig().init == OmegaConf.load(CONF_DIR / "method" / "lora.yaml").init == "kaiming_uniform"
+
+
 @pytest.mark.parametrize("init", ["gaussian", "kaiming_uniform"])
 def test_inits_start_at_zero_update_with_random_a(init):
     model = lora.apply(tiny("llama"), LoRAConfig(r=4, targets=("q",), init=init))
