@@ -180,7 +180,7 @@ def test_the_best_adapter_is_kept_and_reproduces_the_best_metric(tmp_path):
     if not (data_dir() / "glue" / "RTE").exists():
         pytest.skip(f"no GLUE RTE under {data_dir()}")
     bert = ["model=tiny_bert", "task=rte", "trainer.train_limit=64", "trainer.eval_limit=48", "trainer.batch_size=8"]
-    steps = ["trainer.max_steps=12", "trainer.eval_every=2", "trainer.lr=1e-2"]
+    steps = ["trainer.max_steps=12", "trainer.eval_every=2", "trainer.lr=3e-3"]  # peaks at step 2, then falls
     trained = run(OmegaConf.to_container(compose([f"trainer.output_dir={tmp_path}/a", *bert, *steps]), resolve=True))
     adapters = trained["adapters"]
     assert adapters == {"last": "adapter.safetensors", "best": "adapter-best.safetensors",
