@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from lora.families import family_of, head_module
+from lora.families import family_of, train_heads
 
 
 class MethodError(ValueError):
@@ -21,10 +21,7 @@ def freeze(model: nn.Module):
 
 def train_head(model: nn.Module):
     """The task head (classifier / score, BERT's pooler) trains with every method, and is reported apart."""
-    heads = family_of(model).heads
-    for name, module in model.named_modules():
-        if head_module(name, heads) == name:
-            module.requires_grad_(True)
+    train_heads(model, family_of(model).heads)
 
 
 class Whole(NamedTuple):

@@ -97,6 +97,13 @@ def head_module(name: str, heads: tuple[str, ...]) -> str | None:
     return next((h for h in heads if name == h or name.startswith(h + ".")), None)
 
 
+def train_heads(model: nn.Module, heads: tuple[str, ...]):
+    """Mark the task-head modules `heads` names trainable (what every method trains beside its own parameters)."""
+    for name, module in model.named_modules():
+        if head_module(name, heads) == name:
+            module.requires_grad_(True)
+
+
 def _out_features(module: nn.Module, name: str) -> int:
     if isinstance(module, nn.Linear):
         return module.out_features

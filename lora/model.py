@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from .config import WEIGHT_TYPES, LoRAConfig, LoRAError
-from .families import family_of, head_module
+from .families import family_of, head_module, train_heads
 from .layer import LoRALayer, Slot, in_features
 from .positions import remove_microsoft_positions
 
@@ -71,9 +71,7 @@ def _mark_trainable(model: nn.Module, config: LoRAConfig, heads: tuple[str, ...]
             if name.endswith("bias"):
                 p.requires_grad_(True)
     if config.train_head:
-        for name, module in model.named_modules():
-            if head_module(name, heads) == name:
-                module.requires_grad_(True)
+        train_heads(model, heads)
 
 
 def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoRALayer]]:
