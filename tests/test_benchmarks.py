@@ -93,3 +93,25 @@ def test_the_job_benchmark_pairs_rounds_and_compares_accuracies_at_the_same_seed
     assert s["final_accuracy_by_seed"] == {"ours": [0.82, 0.81], "hf": [0.83, 0.84]}
     table = report({"runs": runs, "bf16": False, **s})
     assert "| ours | 105.0 |" in table and "vs HF defaults 2.00, 1.80" in table
+
+
+def test_the_padding_benchmark_counts_each_batching_in_closed_form():
+    """benchmarks.padding: HF's defaults pad every random batch to its longest; HF's group_by_length sorts within
+    mega-batches, so it pads between the fewest tokens any batches of 32 can (the whole set sorted, in runs of 32)
+    and its defaults; ours never costs more than HF's defaults at the cost it minimises (tokens + 48 a forward),
+    and equal lengths cost every batching the real tokens alone."""
+    from benchmarks import padding
+    from experiments.train import batches
+
+    lengths = [1 + (i * 7) % 20 for i in range(256)]
+    t = {"batch_size": 32, "micro_batch_tokens": None, "max_length": 128, "forward_cost_tokens": 48}
+    c = padding.training(lengths, t, steps=8, seed=0)
+    assert c["real"]["padded"] == sum(lengths)  # 8 steps of 32 = the whole set
+    assert c["hf"] == {"forwards": 8, "padded": sum(32 * max(lengths[i] for i in b) for b in batches(256, 32, 0, 0))}
+    runs = sorted(lengths, reverse=True)
+    assert c["hf_best"]["forwards"] == 8
+    assert sum(32 * runs[s] for s in range(0, 256, 32)) < c["hf_best"]["padded"] < c["hf"]["padded"]
+    assert c["real"]["padded"] < c["ours"]["padded"] < c["hf"]["padded"]
+    assert c["ours"]["padded"] + 48 * c["ours"]["forwards"] <= c["hf"]["padded"] + 48 * 8  # the cost it minimises
+    same = padding.training([9] * 64, t, steps=2, seed=1)
+    assert {k: v["padded"] for k, v in same.items()} == dict.fromkeys(("real", "ours", "hf", "hf_best"), 9 * 64)
