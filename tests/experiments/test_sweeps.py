@@ -21,6 +21,12 @@ def with_hydra(overrides: list[str]):
     return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
 
 
+def lr_grid(method: str) -> list[float]:
+    """The learning rates Table 2's search tried for `method` (conf/table2_lr/METHOD.yaml)."""
+    searched = OmegaConf.load(CONF_DIR / "table2_lr" / f"{method}.yaml").hydra.sweeper.params["trainer.lr"]
+    return swept({"trainer.lr": searched})["trainer.lr"]
+
+
 def swept(params) -> dict[str, list]:
     """A sweep's hydra.sweeper.params as {key: [values]}, parsed as Hydra's sweeper parses them."""
     parser = OverridesParser.create()
@@ -34,8 +40,11 @@ def test_table2_composes_every_method_task_and_seed_with_the_learning_rate_its_c
                           "trainer.seed": [0, 1, 2]}  # fmt: skip
         for method in TABLE2_METHODS:
             recorded = OmegaConf.load(CONF_DIR / "table2_method" / f"{method}.yaml")
-            grid = swept({"trainer.lr": recorded.hydra.sweeper.params["trainer.lr"]})["trainer.lr"]
+            grid = lr_grid(method)
             assert len(grid) >= 3 and recorded.trainer.lr in grid  # the lr is one of the grid searched
+            # one method's sweep is the same jobs: its tasks and seeds at the recorded lr, never its lr grid
+            one = swept(with_hydra(["+sweep=table2_minilm", f"+table2_method={method}"]).hydra.sweeper.params)
+            assert "trainer.lr" not in one and one["task"] == params["task"], one
             for i, task in enumerate(params["task"]):  # every task, and every seed across them
                 seed = params["trainer.seed"][i % 3]
                 job = [f"+table2_method={method}", f"task={task}", f"trainer.seed={seed}"]
@@ -44,9 +53,10 @@ def test_table2_composes_every_method_task_and_seed_with_the_learning_rate_its_c
                 assert (cfg["model"]["name"], cfg["method"]["name"], cfg["task"]["name"]) == ("minilm_l6", method, task)
                 assert (t["lr"], t["seed"], t["max_steps"], t["batch_size"]) == (recorded.trainer.lr, seed, 300, 32)
             # the lr search: the method's grid on SST-2, seed 0, at the same budget
-            search = with_hydra(["+sweep=table2_minilm_lr", f"+table2_method={method}"])
+            search = with_hydra(["+sweep=table2_minilm_lr", f"+table2_lr={method}"])
             assert swept(search.hydra.sweeper.params) == {"trainer.lr": grid}
             assert (search.task.name, search.trainer.seed, search.trainer.max_steps) == ("sst2", 0, 300)
+            assert search.method.name == method and search.trainer.lr == recorded.trainer.lr
         lora_cfg = compose(["+sweep=table2_minilm", "+table2_method=lora"]).method
         assert (lora_cfg.r, list(lora_cfg.targets), lora_cfg.init) == (8, ["q", "v"], "kaiming_uniform")
 
@@ -94,7 +104,7 @@ def test_each_table2_method_trains_at_the_best_learning_rate_of_its_committed_se
         runs = [r for r in csv.DictReader(f) if r["status"] == "complete"]
     for method in TABLE2_METHODS:
         recorded = OmegaConf.load(CONF_DIR / "table2_method" / f"{method}.yaml")
-        grid = swept({"trainer.lr": recorded.hydra.sweeper.params["trainer.lr"]})["trainer.lr"]
+        grid = lr_grid(method)
         scores = {float(r["lr"]): float(r["best"]) for r in runs if r["method"] == method}
         assert sorted(scores) == sorted(grid), method
         best = max(scores, key=scores.get)
@@ -108,3 +118,16 @@ def test_every_sweep_names_its_job_folders_by_what_the_job_trains_only():
         for file in sorted((CONF_DIR / "sweep").glob("*.yaml")):
             excluded = with_hydra([f"+sweep={file.stem}"]).hydra.job.config.override_dirname.exclude_keys
             assert {"sweep", "trainer.threads", "trainer.output_dir"} <= set(excluded), file.name
+
+
+def test_only_sweep_files_and_search_grids_sweep():
+    """A config group file that sets hydra.sweeper.params adds its sweep to every multirun it takes part in as
+    a single choice: Table 2's method files once carried their lr grids, and one method's run of the Table 2
+    sweep searched the grid instead of training at the recorded lr. Sweeps live in conf/sweep, search grids in
+    files named for them (conf/table2_lr); a method, model or task file never sweeps."""
+    sweeping = {
+        str(path.relative_to(CONF_DIR))
+        for path in CONF_DIR.rglob("*.yaml")
+        if OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") is not None
+    }
+    assert sweeping and all(name.split("/")[0] in {"sweep", "table2_lr"} for name in sweeping), sorted(sweeping)
