@@ -40,7 +40,7 @@ def training(lengths: list[int], t: dict, steps: int, seed: int) -> dict[str, di
     """The first `steps` optimizer steps of epoch 0, batched each way."""
     order = batches(len(lengths), t["batch_size"], seed, epoch=0)[:steps]
     used = [i for step in order for i in step]
-    budget = t["micro_batch_tokens"] or t["batch_size"] * t["max_length"]
+    budget = batching.micro_batch_budget(t, t["max_length"])
     ours = []
     for step in order:
         cuts = batching.by_length([lengths[i] for i in step], budget, t["forward_cost_tokens"])

@@ -29,6 +29,16 @@ def token_length(task, tokenizer, special) -> Callable[[object], int]:
     return length
 
 
+def micro_batch_budget(trainer: dict, max_length: int, world: int = 1) -> int:
+    """The most padded tokens of one training forward: `trainer.micro_batch_tokens`, or by default the most an
+    unsorted micro-batch of this process could hold (its share of the batch x `max_length`), so memory never grows.
+
+    >>> micro_batch_budget({"micro_batch_tokens": None, "batch_size": 32}, 128, world=2)
+    2048
+    """
+    return trainer["micro_batch_tokens"] or trainer["batch_size"] // world * max_length
+
+
 def by_length(lengths: Sequence[int], budget: int, overhead: int) -> list[list[int]]:
     """Positions 0..n-1 sorted by length (stable), cut into consecutive runs at the least cost: each run costs its
     padded tokens (items x longest) plus `overhead`, a forward's fixed cost in tokens, and holds at most `budget`

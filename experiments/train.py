@@ -306,7 +306,7 @@ def _micro_batches(r: _Run, chunks: list[list[int]]) -> list[dict]:
         if j not in r.train_lengths:
             r.train_lengths[j] = r.length(r.train_set[j])
     gather = r.engine.gather if r.engine.world > 1 else None
-    budget = t["micro_batch_tokens"] or t["batch_size"] // r.engine.world * task.max_length
+    budget = batching.micro_batch_budget(t, task.max_length, r.engine.world)
     lengths = [r.train_lengths[j] for j in step]
     groups = batching.step_groups(lengths, budget, t["forward_cost_tokens"], gather)
     return [task.batch(tokenizer, [r.train_set[step[i]] for i in group], special) for group in groups]
