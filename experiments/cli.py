@@ -132,18 +132,18 @@ def _default(group: str) -> str:
     return next(entry[group] for entry in defaults if not isinstance(entry, str) and group in entry)
 
 
-def compose(overrides: list[str]):
+def compose(overrides: list[str], with_hydra: bool = False):
     """The composed config (unresolved) for these command-line overrides, as `run.py` would see it (with the
-    paper's recipe for a (model, task) it ran: `with_recipe`)."""
+    paper's recipe for a (model, task) it ran: `with_recipe`); `with_hydra` keeps Hydra's own `hydra` node."""
     from hydra import compose as hydra_compose
     from hydra.core.global_hydra import GlobalHydra
 
     register()
     overrides = with_recipe(overrides)
     if GlobalHydra.instance().is_initialized():  # inside `hydra_context()`: reuse it (many compositions)
-        return hydra_compose(config_name="config", overrides=overrides)
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
     with hydra_context():
-        return hydra_compose(config_name="config", overrides=overrides)
+        return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=with_hydra)
 
 
 def hydra_context():
@@ -160,10 +160,8 @@ def check_config(argv: list[str], training: bool = True):
     check_launcher(argv)
     if any(a in ("-m", "--multirun", "--help", "-h", "--cfg", "-c", "--info") or a.startswith("--") for a in argv):
         return
-    from omegaconf import OmegaConf
-
     try:
-        cfg = OmegaConf.to_container(compose(argv), resolve=True, throw_on_missing=True)
+        cfg = resolved_as_one_job(argv)
     except Exception as err:  # Hydra and OmegaConf raise many types; all are the user's input here
         sys.exit(f"error: {one_line(err)}")
     unknown = sorted(set(cfg) - top_level_keys())
@@ -176,6 +174,32 @@ def check_config(argv: list[str], training: bool = True):
         check_values(cfg)
     except USER_ERRORS as err:
         sys.exit(f"error: {err}")
+
+
+def resolved_as_one_job(argv: list[str]) -> dict:
+    """The config of `python run.py ARGV` (no `-m`), resolved as Hydra resolves it for the job: `${hydra:...}`
+    (a sweep file's `job.override_dirname`, say) reads the Hydra config of this very command. A config that
+    sweeps (`hydra.sweeper.params`, from a conf/sweep file) is refused unless the command sets every key it
+    sweeps: without `-m` Hydra would run one job at the file's base values, not the sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf, open_dict
+
+    cfg = compose(argv, with_hydra=True)
+    swept = list(cfg.hydra.sweeper.get("params") or {})
+    given = {o.key_or_group for o in OverridesParser.create().parse_overrides(argv)}
+    unset = [key for key in swept if key.lstrip("+~") not in given]
+    if unset:
+        raise ValueError(f"this config sweeps {', '.join(swept)}: run the sweep with -m (python run.py -m "
+                         f"{' '.join(argv)}), or set {', '.join(unset)} to run one of its jobs")  # fmt: skip
+    hydra, before = HydraConfig.instance(), HydraConfig.instance().cfg
+    hydra.set_config(cfg)
+    try:
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    finally:
+        hydra.cfg = before  # Hydra's state as it was: a later run in this process sets its own
 
 
 def check_launcher(argv: list[str]):

@@ -276,6 +276,8 @@ CASES = [
     ("unknown LoRA init", None, [*TINY, "method.init=xavier"], "init must be one of"),
     ("init's name before 2026-12", None, [*TINY, "method.init=paper"], "init=paper is now called init=gaussian"),
     ("unknown bias mode", None, [*TINY, "method.bias=some"], "bias must be one of"),
+    ("a sweep file without -m", None, ["+sweep=section7_minilm_sst2", "trainer.max_steps=2"],
+     "run the sweep with -m (python run.py -m +sweep=section7_minilm_sst2"),
 ]  # fmt: skip
 
 

@@ -45,7 +45,7 @@ def overrides(command: str) -> list[str]:
     """The Hydra overrides of a command, placeholders filled, `...` and optional `[...]` parts left out."""
     words = shlex.split(command)
     words = words[words.index("run.py") + 1 :]
-    words = [w for w in words if w not in ("...", "-m", "--multirun") and not w.startswith("[")]
+    words = [w for w in words if w != "..." and not w.startswith("[")]
     words = [w for w in words if not w.endswith("]")]
     for name, value in PLACEHOLDERS.items():
         words = [re.sub(rf"(?<![A-Za-z]){name}(?![A-Za-z])", value, w) for w in words]
@@ -53,19 +53,43 @@ def overrides(command: str) -> list[str]:
 
 
 def jobs(argv: list[str]) -> list[list[str]]:
-    """One override list per value of each swept key (the others at their first value)."""
+    """One override list per value of each swept key (the others at their first value); under `-m`, the keys a
+    sweep file sweeps (`+sweep=NAME`) too, as Hydra's sweeper adds them."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(argv)
-    first = [o.input_line if not o.is_sweep_override() else f"{o.key_or_group}={next(o.sweep_string_iterator())}"
+    parser = OverridesParser.create()
+    multirun = any(w in ("-m", "--multirun") for w in argv)
+    argv = [w for w in argv if w not in ("-m", "--multirun")]
+    if multirun and any(w.lstrip("+").startswith(("sweep=", "table2_lr=")) for w in argv):  # the files that sweep
+        argv += from_sweep_file(argv, {o.key_or_group for o in parser.parse_overrides(argv)})
+    parsed = parser.parse_overrides(argv)
+    first = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(o.sweep_string_iterator())}"
              for o in parsed]  # fmt: skip
     result = [first]
     for i, o in enumerate(parsed):
         if o.is_sweep_override():
             result += [
-                [*first[:i], f"{o.key_or_group}={v}", *first[i + 1 :]] for v in list(o.sweep_string_iterator())[1:]
+                [*first[:i], f"{o.get_key_element()}={v}", *first[i + 1 :]] for v in list(o.sweep_string_iterator())[1:]
             ]
     return result
+
+
+def from_sweep_file(argv: list[str], given: set[str]) -> list[str]:
+    """The keys a config file sweeps (`hydra.sweeper.params`) that the command leaves to it, at their first value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from experiments.cli import compose
+
+    first = [o.split("=", 1)[0] + "=" + o.split("=", 1)[1].split(",")[0] if "=" in o else o for o in argv]
+    try:
+        params = compose(first, with_hydra=True).hydra.sweeper.get("params") or {}
+    except Exception:  # noqa: BLE001 - a command that does not compose: check_config says why, in one line
+        return []
+    parser = OverridesParser.create()
+    swept = [parser.parse_override(f"{k}={v}") for k, v in params.items() if k.lstrip("+~") not in given]
+    # each at its first value, to keep this test quick: Table 2's every job composes in tests/experiments/test_sweeps.py
+    return [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else o.input_line
+            for o in swept]  # fmt: skip
 
 
 def shrunk(job: list[str], output_dir: Path) -> list[str]:

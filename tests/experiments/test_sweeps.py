@@ -5,20 +5,17 @@ import json
 import subprocess
 import sys
 
-from hydra import compose as hydra_compose
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from experiments.cli import compose, hydra_context
-from experiments.config import register
+from experiments.cli import compose, hydra_context, resolved_as_one_job
 from experiments.paths import CONF_DIR, ROOT
 
 TABLE2_METHODS = ("full_ft", "bitfit", "adapter_d", "adapter_p", "adapter_h", "lora", "head_only")
 
 
 def with_hydra(overrides: list[str]):
-    register()
-    return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    return compose(overrides, with_hydra=True)
 
 
 def lr_grid(method: str) -> list[float]:
@@ -131,3 +128,22 @@ def test_only_sweep_files_and_search_grids_sweep():
         if OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") is not None
     }
     assert sweeping and all(name.split("/")[0] in {"sweep", "table2_lr"} for name in sweeping), sorted(sweeping)
+
+
+def test_one_job_of_a_sweep_runs_without_m_into_the_folder_the_sweep_gives_it():
+    """Re-running one cell of a sweep (`python run.py +sweep=table2_minilm +table2_method=lora task=stsb
+    trainer.seed=2`) resolves `${hydra:job.override_dirname}` as the sweep's job did (the folder its jobs.jsonl
+    names), and leaves no Hydra state behind; a sweep file with a swept key unset is refused, not run once."""
+    import pytest
+    from hydra.core.hydra_config import HydraConfig
+
+    cell = ["+sweep=table2_minilm", "+table2_method=lora", "task=stsb", "trainer.seed=2"]
+    cfg = resolved_as_one_job(cell)
+    recorded = [json.loads(line) for line in (ROOT / "experiments/results/table2_minilm/jobs.jsonl").open()]
+    job = next(j for j in recorded if j["overrides"].startswith(" ".join(cell[1:])))
+    assert cfg["trainer"]["output_dir"] == job["folder"]
+    assert (cfg["task"]["name"], cfg["trainer"]["seed"], cfg["method"]["name"]) == ("stsb", 2, "lora")
+    assert not HydraConfig.initialized()
+    with pytest.raises(ValueError, match=r"sweeps \+table2_method, task, trainer.seed: run the sweep with -m .*set "
+                       r"\+table2_method, trainer.seed to run one"):  # fmt: skip
+        resolved_as_one_job(["+sweep=table2_minilm", "task=stsb"])
