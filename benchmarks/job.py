@@ -25,44 +25,39 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.ab import run_job
 from benchmarks.common import add_out, machine, save_json, use_out
 from experiments.paths import ROOT
 
 CONFIGS = ("ours", "hf", "hf_best")
 
 
-def command(config: str, folder: Path, args, seed: int) -> list[str]:
-    if config == "ours":
-        bf16 = [] if args.bf16 is None else [f"trainer.bf16={str(args.bf16).lower()}"]  # None: the model's verdict
-        return [sys.executable, "run.py", f"trainer.output_dir={folder}", f"trainer.seed={seed}", *bf16,
-                f"trainer.max_steps={args.steps}",
-                f"trainer.eval_every={args.eval_every}", *args.ours]  # fmt: skip
-    best = ["--group-by-length", *(["--bf16"] if args.bf16 else [])] if config == "hf_best" else []
+def hf_command(folder: Path, args, seed: int, best: bool) -> list[str]:
+    options = ["--group-by-length", *(["--bf16"] if args.bf16 else [])] if best else []
     return [sys.executable, "-m", "benchmarks.hf_job", "--output-dir", str(folder / "hf"), "--seed", str(seed),
             "--out", str(folder / "hf.json"), "--steps", str(args.steps), "--eval-every", str(args.eval_every),
-            *best]  # fmt: skip
+            *options]  # fmt: skip
 
 
 def timed(config: str, folder: Path, args, seed: int) -> dict:
     """One job in its own process: wall time, phases, and the dev accuracy of each evaluation."""
+    if config == "ours":
+        bf16 = [] if args.bf16 is None else [f"trainer.bf16={str(args.bf16).lower()}"]  # None: the model's verdict
+        r = run_job([f"trainer.seed={seed}", *bf16, f"trainer.max_steps={args.steps}",
+                     f"trainer.eval_every={args.eval_every}", *args.ours], folder)  # fmt: skip
+        args.bf16 = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]["bf16"]  # HF's best follows
+        evals = [{"step": e["step"], "dev/accuracy": e["dev/accuracy"]} for e in r["evals"]]
+        return {**{k: r[k] for k in ("wall", "startup", "training", "evaluation")}, "evals": evals,
+                "trainable": r["trainable"], "seed": seed}  # fmt: skip
     began = time.perf_counter()
-    done = subprocess.run(command(config, folder, args, seed), cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(hf_command(folder, args, seed, config == "hf_best"), cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - began
     if done.returncode != 0:
         raise SystemExit(f"{config} failed:\n{done.stderr[-3000:]}")
-    if config == "ours":
-        m = json.loads((folder / "metrics.json").read_text())
-        phases = {"startup": wall - m["wall_seconds"] + m["final_seconds"], "training": m["train_seconds"]
-                  - m["eval_seconds"], "evaluation": m["eval_seconds"]}  # fmt: skip
-        evals = [{"step": e["step"], "dev/accuracy": e["dev/accuracy"]} for e in m["evals"]]
-        trainable = m["params"]["trainable"]
-        args.bf16 = yaml.safe_load((folder / "config.yaml").read_text())["trainer"]["bf16"]  # HF's best follows
-    else:
-        h = json.loads((folder / "hf.json").read_text())
-        phases = {"startup": wall - h["train_seconds"], "training": h["train_seconds"] - h["eval_seconds"],
-                  "evaluation": h["eval_seconds"]}  # fmt: skip
-        evals, trainable = h["evals"], h["trainable"]
-    return {"wall": wall, **phases, "evals": evals, "trainable": trainable, "seed": seed}
+    h = json.loads((folder / "hf.json").read_text())
+    phases = {"startup": wall - h["train_seconds"], "training": h["train_seconds"] - h["eval_seconds"],
+              "evaluation": h["eval_seconds"]}  # fmt: skip
+    return {"wall": wall, **phases, "evals": h["evals"], "trainable": h["trainable"], "seed": seed}
 
 
 def main():

@@ -193,6 +193,17 @@ def define_env(env):
         return report(payload).replace("\nspeed-up", "\n\nSpeed-up").replace("\nlargest", "\n\nLargest")
 
     @env.macro
+    def ab_benchmark(file: str) -> str:
+        """benchmarks.ab's committed result as the benchmark prints it: the table and the ratios, round by round."""
+        import sys
+
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from benchmarks.ab import report
+
+        return report(json.loads((ROOT / file).read_text())).replace("\nA's wall", "\n\nA's wall")
+
+    @env.macro
     def table6_by(file: str, key: str) -> str:
         """Table 6 of a committed runs.csv once per value of the config `key` (`method.init`): one table each,
         where the tables would show the best of them per cell and list the other under it."""

@@ -115,3 +115,28 @@ def test_the_padding_benchmark_counts_each_batching_in_closed_form():
     assert c["ours"]["padded"] + 48 * c["ours"]["forwards"] <= c["hf"]["padded"] + 48 * 8  # the cost it minimises
     same = padding.training([9] * 64, t, steps=2, seed=1)
     assert {k: v["padded"] for k, v in same.items()} == dict.fromkeys(("real", "ours", "hf", "hf_best"), 9 * 64)
+
+
+def test_the_ab_benchmark_interleaves_a_and_b_and_keeps_every_evaluation(tmp_path, monkeypatch, capsys):
+    """benchmarks.ab: A and B alternate round by round with the shared overrides plus their own, and the ratio
+    is A's wall time over B's per round; each run's evaluations are kept whole."""
+    from benchmarks import ab
+
+    calls = []
+
+    def fake_run(overrides, folder):
+        calls.append(overrides)
+        wall = 120.0 if "x=a" in overrides else 100.0 - 10 * len(calls)
+        evals = [{"step": 60, "dev/loss": 2.129989, "lr": 0.1}]
+        return {"wall": wall, "startup": 5.0, "training": wall - 20, "evaluation": 10.0, "final": 5.0,
+                "evals": evals, "trainable": 7}  # fmt: skip
+
+    monkeypatch.setattr(ab, "run_job", fake_run)
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    ab.main(["--name", "t", "--a", "x=a", "--b", "x=b", "y=1"])
+    assert calls == [["y=1", "x=a"], ["y=1", "x=b"], ["y=1", "x=a"], ["y=1", "x=b"]]
+    r = json.loads((tmp_path / "ab-t.json").read_text())
+    assert r["a_over_b"] == pytest.approx([120 / 80, 120 / 60]) and r["median_a_over_b"] == pytest.approx(1.75)
+    out = capsys.readouterr().out
+    assert "| a: x=a | 120.0 | 5.0 | 100.0 | 10.0 | 5.0 | 60: dev/loss 2.12999; 60: dev/loss 2.12999 |" in out
+    assert "round by round: 1.500, 2.000" in out
