@@ -3,6 +3,7 @@
     python -m benchmarks.job                    # 2 rounds of: ours, HF (its defaults), HF (group_by_length)
     python -m benchmarks.job --no-bf16          # ours in fp32 (default: the model's bf16 verdict); HF's best follows
     python -m benchmarks.job --seeds 1,2        # and, for the accuracy, ours and HF at two more seeds
+    python -m benchmarks.job --seeds 3,4 --add-to benchmarks/results/job-fp32.json   # more seeds to a result
 
 Ours is `python run.py` (MiniLM-L6 + LoRA on SST-2, 300 steps of 32, evaluations at 100, 200 and 300 on all
 872 dev sentences); HF's is benchmarks/hf_job.py, the same job as a Hugging Face user writes it. A round runs
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -60,7 +62,7 @@ def timed(config: str, folder: Path, args, seed: int) -> dict:
     return {"wall": wall, **phases, "evals": h["evals"], "trainable": h["trainable"], "seed": seed}
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds of every config (at least 2)")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (the default job's 300)")
@@ -72,21 +74,30 @@ def main():
         help="ours with trainer.bf16 on/off (default: the model's verdict); HF's best follows ours",
     )
     p.add_argument("--seeds", default="", help="more seeds, run once each by ours and HF, for the accuracies")
+    p.add_argument("--add-to", type=Path, help="an earlier result JSON: keep its rounds and seeds, run only --seeds")
     p.add_argument("ours", nargs="*", help="more overrides for ours (key=value)")
     add_out(p)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     use_out(args)
+    command = " ".join(["python -m benchmarks.job", *(sys.argv[1:] if argv is None else argv)])
     runs: dict[str, list[dict]] = {c: [] for c in CONFIGS}
+    extra: dict[str, list[dict]] = {c: [] for c in ("ours", "hf")}
+    if args.add_to:
+        before = json.loads(args.add_to.read_text())
+        runs, extra, args.bf16, args.rounds = before["runs"], before["more_seeds"], before["bf16"], 0
+        command = f"{before['command']}; then {command}"
+        done = {r["seed"] for r in runs["ours"] + extra["ours"]}
+        if done & {int(s) for s in args.seeds.split(",") if s}:
+            p.error(f"{args.add_to} already holds seeds {sorted(done)}: give --seeds others")
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
             for config in CONFIGS:
                 runs[config].append(timed(config, Path(tmp) / f"{config}-{i}", args, seed=0))
                 print(f"round {i + 1} {config}: {runs[config][-1]['wall']:.1f} s", flush=True)
-        extra = {c: [] for c in ("ours", "hf")}
         for seed in [int(s) for s in args.seeds.split(",") if s]:
             for config in extra:
                 extra[config].append(timed(config, Path(tmp) / f"{config}-seed{seed}", args, seed))
-    payload = {"machine": machine(), "command": " ".join(["python -m benchmarks.job", *sys.argv[1:]]),
+    payload = {"machine": machine(), "command": command,
                "bf16": args.bf16, "runs": runs, "more_seeds": extra, **summarise(runs, extra)}  # fmt: skip
     print(report(payload))
     print(f"saved {save_json('job-' + ('bf16' if args.bf16 else 'fp32'), payload)}")
@@ -98,11 +109,33 @@ def summarise(runs: dict[str, list[dict]], extra: dict[str, list[dict]]) -> dict
     gaps = [abs(a["dev/accuracy"] - b["dev/accuracy"])
             for ours, theirs in zip(runs["ours"], runs["hf"], strict=True)
             for a, b in zip(ours["evals"], theirs["evals"], strict=True)]  # fmt: skip
-    by_seed = {c: [r["evals"][-1]["dev/accuracy"] for r in runs[c][:1] + extra.get(c, [])] for c in ("ours", "hf")}
+    seeds = {c: runs[c][:1] + extra.get(c, []) for c in ("ours", "hf")}  # each seed once: round 1's, then the others
+    by_seed = {c: [r["evals"][-1]["dev/accuracy"] for r in rs] for c, rs in seeds.items()}
     return {"speedup_vs_hf": ratios["hf"], "speedup_vs_hf_best": ratios["hf_best"],
             "median_speedup_vs_hf": statistics.median(ratios["hf"]),
             "median_speedup_vs_hf_best": statistics.median(ratios["hf_best"]),
-            "largest_accuracy_gap_same_seed": max(gaps), "final_accuracy_by_seed": by_seed}  # fmt: skip
+            "largest_accuracy_gap_same_seed": max(gaps), "final_accuracy_by_seed": by_seed,
+            "seed_means_by_step": seed_means(seeds) if len(seeds["ours"]) > 1 else None}  # fmt: skip
+
+
+def seed_means(seeds: dict[str, list[dict]]) -> list[dict]:
+    """At each evaluation: the mean dev accuracy over the seeds, ours and HF's, and their difference with its
+    standard error (Welch's: each side's seed-to-seed variance over its count), so a gap at one seed can be told
+    from seed noise.
+
+    >>> run = lambda *a: {"evals": [{"step": 100, "dev/accuracy": x} for x in a]}
+    >>> seed_means({"ours": [run(0.80), run(0.82)], "hf": [run(0.81), run(0.83)]})[0]["gap"]
+    -0.01
+    """
+    rows = []
+    for i, at in enumerate(seeds["ours"][0]["evals"]):
+        accs = {c: [r["evals"][i]["dev/accuracy"] for r in rs] for c, rs in seeds.items()}
+        se = math.sqrt(sum(statistics.variance(a) / len(a) for a in accs.values()))
+        means = {c: statistics.mean(a) for c, a in accs.items()}
+        rows.append({"step": at["step"], "seeds": len(accs["ours"]), "ours": round(means["ours"], 4),
+                     "hf": round(means["hf"], 4), "gap": round(means["ours"] - means["hf"], 4),
+                     "standard_error": round(se, 4)})  # fmt: skip
+    return rows
 
 
 def report(p: dict) -> str:
@@ -119,6 +152,9 @@ def report(p: dict) -> str:
                  f"{', '.join(f'{x:.2f}' for x in p['speedup_vs_hf_best'])}")  # fmt: skip
     lines.append(f"largest dev-accuracy gap to HF at the same seed: {p['largest_accuracy_gap_same_seed']:.4f}; "
                  f"final accuracy by seed: {p['final_accuracy_by_seed']}")  # fmt: skip
+    for row in p.get("seed_means_by_step") or []:
+        lines.append(f"step {row['step']}, mean of {row['seeds']} seeds: ours {row['ours']:.4f}, HF {row['hf']:.4f}, "
+                     f"gap {row['gap']:+.4f} (standard error {row['standard_error']:.4f})")  # fmt: skip
     return "\n".join(lines)
 
 

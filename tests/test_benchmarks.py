@@ -91,8 +91,13 @@ def test_the_job_benchmark_pairs_rounds_and_compares_accuracies_at_the_same_seed
     assert s["speedup_vs_hf_best"] == pytest.approx([0.9, 1.1])
     assert s["largest_accuracy_gap_same_seed"] == pytest.approx(0.01)  # HF's seed-0 runs only, evaluation by evaluation
     assert s["final_accuracy_by_seed"] == {"ours": [0.82, 0.81], "hf": [0.83, 0.84]}
+    assert [(r["step"], r["gap"], r["standard_error"]) for r in s["seed_means_by_step"]] == [
+        (100, 0.005, pytest.approx(0.0673, abs=1e-4)),
+        (200, -0.02, pytest.approx(0.0071, abs=1e-4)),
+    ]  # closed form
     table = report({"runs": runs, "bf16": False, **s})
     assert "| ours | 105.0 |" in table and "vs HF defaults 2.00, 1.80" in table
+    assert "step 200, mean of 2 seeds: ours 0.8150, HF 0.8350, gap -0.0200 (standard error 0.0071)" in table
 
 
 def test_the_padding_benchmark_counts_each_batching_in_closed_form():
@@ -140,3 +145,34 @@ def test_the_ab_benchmark_interleaves_a_and_b_and_keeps_every_evaluation(tmp_pat
     out = capsys.readouterr().out
     assert "| a: x=a | 120.0 | 5.0 | 100.0 | 10.0 | 5.0 | 60: dev/loss 2.12999; 60: dev/loss 2.12999 |" in out
     assert "round by round: 1.500, 2.000" in out
+
+
+def test_the_job_benchmark_adds_seeds_to_an_earlier_result_and_refuses_one_it_holds(tmp_path, monkeypatch, capsys):
+    """`--add-to FILE --seeds S`: the earlier rounds and seeds stay, only the new seeds run (ours and HF), the
+    summary covers them all, the command says how the file came to be; a seed the file holds is refused."""
+    from benchmarks import job
+
+    def run(wall, acc, seed):
+        return {"wall": wall, "startup": 1.0, "training": wall - 2, "evaluation": 1.0, "seed": seed,
+                "evals": [{"step": 100, "dev/accuracy": acc}], "trainable": 7}  # fmt: skip
+
+    earlier = {"command": "python -m benchmarks.job --seeds 1", "bf16": False,
+               "runs": {"ours": [run(10, 0.80, 0), run(11, 0.80, 0)], "hf": [run(20, 0.81, 0), run(22, 0.81, 0)],
+                        "hf_best": [run(9, 0.82, 0), run(9, 0.82, 0)]},
+               "more_seeds": {"ours": [run(10, 0.78, 1)], "hf": [run(20, 0.79, 1)]}}  # fmt: skip
+    (tmp_path / "job.json").write_text(json.dumps(earlier))
+    ran = []
+    monkeypatch.setattr(job, "timed", lambda config, folder, args, seed: ran.append((config, seed)) or run(
+        10, {"ours": 0.76, "hf": 0.77}[config], seed))  # fmt: skip
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        job.main(["--add-to", str(tmp_path / "job.json"), "--seeds", "1,2"])
+    assert exit_.value.code == 2 and "already holds seeds [0, 1]" in capsys.readouterr().err and ran == []
+    job.main(["--add-to", str(tmp_path / "job.json"), "--seeds", "2"])
+    assert ran == [("ours", 2), ("hf", 2)]
+    r = json.loads((tmp_path / "job-fp32.json").read_text())
+    assert r["runs"] == earlier["runs"] and r["speedup_vs_hf"] == pytest.approx([2.0, 2.0])
+    assert r["final_accuracy_by_seed"] == {"ours": [0.80, 0.78, 0.76], "hf": [0.81, 0.79, 0.77]}
+    assert r["seed_means_by_step"][0]["gap"] == pytest.approx(-0.01)
+    assert r["command"] == "python -m benchmarks.job --seeds 1; then python -m benchmarks.job --add-to " + str(
+        tmp_path / "job.json") + " --seeds 2"  # fmt: skip
