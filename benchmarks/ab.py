@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.common import add_out, machine, save_json, use_out
+from benchmarks.common import add_out, machine, save_json, timed_command, use_out
 from experiments.paths import ROOT
 
 PHASES = ("wall", "startup", "training", "evaluation", "final")
@@ -32,12 +30,7 @@ PHASES = ("wall", "startup", "training", "evaluation", "final")
 
 def run_job(overrides: list[str], folder: Path) -> dict:
     """`python run.py OVERRIDES` in its own process, into `folder`: wall time, its phases, every evaluation."""
-    began = time.perf_counter()
-    done = subprocess.run([sys.executable, "run.py", f"trainer.output_dir={folder}", *overrides], cwd=ROOT,
-                          capture_output=True, text=True)  # fmt: skip
-    wall = time.perf_counter() - began
-    if done.returncode != 0:
-        raise SystemExit(f"python run.py {' '.join(overrides)} failed:\n{done.stderr[-3000:]}")
+    wall = timed_command([sys.executable, "run.py", f"trainer.output_dir={folder}", *overrides], ROOT)
     m = json.loads((folder / "metrics.json").read_text())
     return {"wall": wall, "startup": wall - m["wall_seconds"] + m["final_seconds"],
             "training": m["train_seconds"] - m["eval_seconds"], "evaluation": m["eval_seconds"],

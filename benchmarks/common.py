@@ -8,6 +8,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ _OPTIONS = {
     "r": (int, "LoRA rank"),
     "warmup": (int, "untimed rounds first"),
     "rounds": (int, "timed rounds"),
+    "model": (str, "the model: conf/model/NAME.yaml (the smoke tests give a tiny one)"),
 }
 
 
@@ -61,6 +63,17 @@ def use_out(args: argparse.Namespace):
     global RESULTS
     if getattr(args, "out", None) is not None:
         RESULTS = Path(args.out)
+
+
+def timed_command(command: list[str], cwd: Path) -> float:
+    """Wall seconds of `command` in its own process, measured from outside; a failure stops the benchmark with
+    the command and the end of its stderr."""
+    began = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    wall = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return wall
 
 
 def sync(device: str):

@@ -6,12 +6,13 @@
 (`--group-by-length` is transformers 5's `train_sampling_strategy="group_by_length"`, 4's `group_by_length=True`:
 training batches of similar lengths, and evaluation too.)
 
-`python run.py` trains MiniLM-L6 with LoRA (r=8, alpha=8, on the query and value projections, Gaussian A as
-our `init: gaussian`, a trained classifier) on SST-2 for 300 steps of 32, lr 1e-3 with a linear schedule and
-6% warm-up, AdamW (eps 1e-8, no weight decay), gradients clipped at 1.0, sentences cut at 128 tokens, and
-evaluates every 100 steps on all 872 dev sentences in batches of 64, seed 0. This script sets each of those
-in HF's own terms, reads the same TSV files, and writes what `benchmarks.job` compares: wall time by phase
-and the dev accuracy of every evaluation. benchmarks/job.py runs it; it is not part of the project's API.
+`python run.py` trains MiniLM-L6 with LoRA (r=8, alpha=8, on the query and value projections, Kaiming-uniform
+A as our default `init: kaiming_uniform`; BERT's pooler and a classifier trained) on SST-2 for 300 steps of 32,
+lr 1e-3 with a linear schedule and 6% warm-up, AdamW (eps 1e-8, no weight decay), gradients clipped at 1.0,
+sentences cut at 128 tokens, and evaluates every 100 steps on all 872 dev sentences in batches of 64, seed 0.
+This script sets each of those in HF's own terms, reads the same TSV files, and writes what `benchmarks.job`
+compares: wall time by phase and the dev accuracy of every evaluation. benchmarks/job.py runs it; it is not part
+of the project's API.
 """
 
 from __future__ import annotations

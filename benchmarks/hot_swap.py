@@ -55,11 +55,11 @@ def run(base, files: dict, exact: bool, swaps: int, device: str) -> dict:
 
 
 def main(argv=None):
-    p = parser(__doc__, r=8)
+    p = parser(__doc__, model="smollm2_135m", r=8)
     p.add_argument("--adapters", type=int, default=8)
     p.add_argument("--swaps", type=int, default=1000)
     args = parse(p, argv)
-    base32 = build("smollm2_135m", head="causal_lm").eval()
+    base32 = build(args.model, head="causal_lm").eval()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         files = random_adapters(base32, args.adapters, args.r, Path(tmp), format="lora")
@@ -72,7 +72,7 @@ def main(argv=None):
                 print(render(row), flush=True)
     result = {
         "benchmark": "hot_swap",
-        "setting": {k: getattr(args, k) for k in ("device", "adapters", "r", "swaps")},
+        "setting": {k: getattr(args, k) for k in ("model", "device", "adapters", "r", "swaps")},
         "machine": machine(),
         "rows": rows,
     }

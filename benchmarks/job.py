@@ -4,6 +4,7 @@
     python -m benchmarks.job --no-bf16          # ours in fp32 (default: the model's bf16 verdict); HF's best follows
     python -m benchmarks.job --seeds 1,2        # and, for the accuracy, ours and HF at two more seeds
     python -m benchmarks.job --seeds 3,4 --add-to benchmarks/results/job-fp32.json   # more seeds to a result
+    python -m benchmarks.job --seeds 5,6,7 --jobs 2 --add-to ...   # those seeds two processes at a time
 
 Ours is `python run.py` (MiniLM-L6 + LoRA on SST-2, 300 steps of 32, evaluations at 100, 200 and 300 on all
 872 dev sentences); HF's is benchmarks/hf_job.py, the same job as a Hugging Face user writes it. A round runs
@@ -19,16 +20,15 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
 from benchmarks.ab import run_job
-from benchmarks.common import add_out, machine, save_json, use_out
+from benchmarks.common import add_out, machine, save_json, timed_command, use_out
 from experiments.paths import ROOT
 
 CONFIGS = ("ours", "hf", "hf_best")
@@ -51,11 +51,7 @@ def timed(config: str, folder: Path, args, seed: int) -> dict:
         evals = [{"step": e["step"], "dev/accuracy": e["dev/accuracy"]} for e in r["evals"]]
         return {**{k: r[k] for k in ("wall", "startup", "training", "evaluation")}, "evals": evals,
                 "trainable": r["trainable"], "seed": seed}  # fmt: skip
-    began = time.perf_counter()
-    done = subprocess.run(hf_command(folder, args, seed, config == "hf_best"), cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - began
-    if done.returncode != 0:
-        raise SystemExit(f"{config} failed:\n{done.stderr[-3000:]}")
+    wall = timed_command(hf_command(folder, args, seed, config == "hf_best"), ROOT)
     h = json.loads((folder / "hf.json").read_text())
     phases = {"startup": wall - h["train_seconds"], "training": h["train_seconds"] - h["eval_seconds"],
               "evaluation": h["eval_seconds"]}  # fmt: skip
@@ -75,6 +71,8 @@ def main(argv=None):
     )
     p.add_argument("--seeds", default="", help="more seeds, run once each by ours and HF, for the accuracies")
     p.add_argument("--add-to", type=Path, help="an earlier result JSON: keep its rounds and seeds, run only --seeds")
+    p.add_argument("--jobs", type=int, default=1, help="--seeds' runs this many at a time (their times then not "
+                   "comparable: only their accuracies are used); give each one thread: OMP_NUM_THREADS")  # fmt: skip
     p.add_argument("ours", nargs="*", help="more overrides for ours (key=value)")
     add_out(p)
     args = p.parse_args(argv)
@@ -94,9 +92,11 @@ def main(argv=None):
             for config in CONFIGS:
                 runs[config].append(timed(config, Path(tmp) / f"{config}-{i}", args, seed=0))
                 print(f"round {i + 1} {config}: {runs[config][-1]['wall']:.1f} s", flush=True)
-        for seed in [int(s) for s in args.seeds.split(",") if s]:
-            for config in extra:
-                extra[config].append(timed(config, Path(tmp) / f"{config}-seed{seed}", args, seed))
+        more = [(config, int(seed)) for seed in args.seeds.split(",") if seed for config in extra]
+        with ThreadPoolExecutor(args.jobs) as pool:  # threads that each wait on a job's process
+            done = pool.map(lambda job: timed(job[0], Path(tmp) / f"{job[0]}-seed{job[1]}", args, job[1]), more)
+            for (config, _), run in zip(more, done, strict=True):
+                extra[config].append(run)
     payload = {"machine": machine(), "command": command,
                "bf16": args.bf16, "runs": runs, "more_seeds": extra, **summarise(runs, extra)}  # fmt: skip
     print(report(payload))

@@ -23,6 +23,7 @@ from benchmarks.lora_step import make_step
 from experiments.models import build
 
 TARGET = 1.10
+SETTING = ("model", "device", "batch", "seq", "ranks", "dropout", "warmup", "rounds")  # the options a result records
 
 
 def floor_step(model, ids):
@@ -36,12 +37,12 @@ def floor_step(model, ids):
 
 
 def main(argv=None):
-    p = parser(__doc__, batch=8, seq=64, warmup=2, rounds=10)
+    p = parser(__doc__, model="smollm2_135m", batch=8, seq=64, warmup=2, rounds=10)
     p.add_argument("--ranks", nargs="+", type=int, default=[1, 4, 8, 16])
     p.add_argument("--dropout", type=float, default=0.0)
     args = parse(p, argv)
     torch.manual_seed(0)
-    base = build("smollm2_135m", head="causal_lm").to(args.device).train()
+    base = build(args.model, head="causal_lm").to(args.device).train()
     for q in base.parameters():
         q.requires_grad_(False)
     ids = torch.randint(0, base.config.vocab_size, (args.batch, args.seq), device=args.device)
@@ -53,14 +54,14 @@ def main(argv=None):
     ratios = {n: statistics.median(a / b for a, b in zip(t, times["floor"], strict=True)) for n, t in times.items()}
     result = {
         "benchmark": "lora_overhead",
-        "setting": {k: getattr(args, k) for k in ("device", "batch", "seq", "ranks", "dropout", "warmup", "rounds")},
+        "setting": {k: getattr(args, k) for k in SETTING},
         "machine": machine(),
         "step": {n: summary(t) for n, t in times.items()},
         "over_floor_paired": ratios,
         "target": f"LoRA step / floor < {TARGET} at r <= 16",
     }
     print(
-        f"SmolLM2-135M, batch {args.batch} x {args.seq}, {args.device}, LoRA on q,v; "
+        f"{args.model}, batch {args.batch} x {args.seq}, {args.device}, LoRA on q,v; "
         f"median of {args.rounds} round-robin steps"
     )
     print(f"{'config':<7} {'median':>9} {'min':>9} {'/ floor':>8}")

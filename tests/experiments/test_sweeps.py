@@ -14,10 +14,6 @@ from experiments.paths import CONF_DIR, ROOT
 TABLE2_METHODS = ("full_ft", "bitfit", "adapter_d", "adapter_p", "adapter_h", "lora", "head_only")
 
 
-def with_hydra(overrides: list[str]):
-    return compose(overrides, with_hydra=True)
-
-
 def lr_grid(method: str) -> list[float]:
     """The learning rates Table 2's search tried for `method` (conf/table2_lr/METHOD.yaml)."""
     searched = OmegaConf.load(CONF_DIR / "table2_lr" / f"{method}.yaml").hydra.sweeper.params["trainer.lr"]
@@ -32,7 +28,7 @@ def swept(params) -> dict[str, list]:
 
 def test_table2_composes_every_method_task_and_seed_with_the_learning_rate_its_config_records():
     with hydra_context():
-        params = swept(with_hydra(["+sweep=table2_minilm"]).hydra.sweeper.params)
+        params = swept(compose(["+sweep=table2_minilm"], with_hydra=True).hydra.sweeper.params)
         assert params == {"+table2_method": list(TABLE2_METHODS), "task": ["sst2", "mrpc", "cola", "stsb"],
                           "trainer.seed": [0, 1, 2]}  # fmt: skip
         for method in TABLE2_METHODS:
@@ -40,7 +36,8 @@ def test_table2_composes_every_method_task_and_seed_with_the_learning_rate_its_c
             grid = lr_grid(method)
             assert len(grid) >= 3 and recorded.trainer.lr in grid  # the lr is one of the grid searched
             # one method's sweep is the same jobs: its tasks and seeds at the recorded lr, never its lr grid
-            one = swept(with_hydra(["+sweep=table2_minilm", f"+table2_method={method}"]).hydra.sweeper.params)
+            one = compose(["+sweep=table2_minilm", f"+table2_method={method}"], with_hydra=True)
+            one = swept(one.hydra.sweeper.params)
             assert "trainer.lr" not in one and one["task"] == params["task"], one
             for i, task in enumerate(params["task"]):  # every task, and every seed across them
                 seed = params["trainer.seed"][i % 3]
@@ -50,7 +47,7 @@ def test_table2_composes_every_method_task_and_seed_with_the_learning_rate_its_c
                 assert (cfg["model"]["name"], cfg["method"]["name"], cfg["task"]["name"]) == ("minilm_l6", method, task)
                 assert (t["lr"], t["seed"], t["max_steps"], t["batch_size"]) == (recorded.trainer.lr, seed, 300, 32)
             # the lr search: the method's grid on SST-2, seed 0, at the same budget
-            search = with_hydra(["+sweep=table2_minilm_lr", f"+table2_lr={method}"])
+            search = compose(["+sweep=table2_minilm_lr", f"+table2_lr={method}"], with_hydra=True)
             assert swept(search.hydra.sweeper.params) == {"trainer.lr": grid}
             assert (search.task.name, search.trainer.seed, search.trainer.max_steps) == ("sst2", 0, 300)
             assert search.method.name == method and search.trainer.lr == recorded.trainer.lr
@@ -113,7 +110,7 @@ def test_every_sweep_names_its_job_folders_by_what_the_job_trains_only():
     `trainer.output_dir=...` on the command line, a sweep had named each folder after the output folder itself."""
     with hydra_context():
         for file in sorted((CONF_DIR / "sweep").glob("*.yaml")):
-            excluded = with_hydra([f"+sweep={file.stem}"]).hydra.job.config.override_dirname.exclude_keys
+            excluded = compose([f"+sweep={file.stem}"], with_hydra=True).hydra.job.config.override_dirname.exclude_keys
             assert {"sweep", "trainer.threads", "trainer.output_dir"} <= set(excluded), file.name
 
 
