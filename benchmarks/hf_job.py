@@ -25,7 +25,7 @@ import time
 STARTED = time.time()  # the benchmark also times the whole process from outside
 
 
-def main():
+def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--eval-every", type=int, default=100)
@@ -34,9 +34,14 @@ def main():
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--output-dir", default="/tmp/hf_job")
     p.add_argument("--out", required=True, help="the result JSON")
-    args = p.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return p.parse_args(argv)
 
+
+def build(args: argparse.Namespace, callbacks=(), limit: int | None = None):
+    """HF's Trainer for the job, its PEFT model inside (`trainer.model`), as a Hugging Face user sets it up;
+    `limit`: the first examples of each split only. tests/experiments/test_hf_trainer.py trains it from our
+    initial weights, on our batches, against ours."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import numpy as np
     from datasets import load_dataset
     from peft import LoraConfig, TaskType, get_peft_model
@@ -45,7 +50,6 @@ def main():
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
-        TrainerCallback,
         TrainingArguments,
         set_seed,
     )
@@ -59,6 +63,8 @@ def main():
     tokenizer = AutoTokenizer.from_pretrained(path)
     data = load_dataset("csv", data_files={s: str(sst2 / f"{s}.tsv") for s in ("train", "dev")}, delimiter="\t",
                         quoting=3)  # fmt: skip  # QUOTE_NONE: GLUE's quotes are text
+    if limit is not None:
+        data = type(data)({name: split.select(range(min(limit, len(split)))) for name, split in data.items()})
     data = data.map(lambda b: tokenizer(b["sentence"], truncation=True, max_length=128), batched=True)
     data = data.remove_columns(["sentence"])
 
@@ -68,7 +74,6 @@ def main():
     lora = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=8, lora_dropout=0.0, modules_to_save=["pooler"],
                       target_modules=["query", "value"], init_lora_weights=True)  # fmt: skip
     model = get_peft_model(model, lora)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     training = TrainingArguments(
         output_dir=args.output_dir, max_steps=args.steps, per_device_train_batch_size=32,
@@ -78,6 +83,19 @@ def main():
         train_sampling_strategy="group_by_length" if args.group_by_length else "random", bf16=args.bf16,
         disable_tqdm=True,
     )  # fmt: skip
+
+    def accuracy(prediction):
+        return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
+
+    return Trainer(model=model, args=training, train_dataset=data["train"], eval_dataset=data["dev"],
+                   data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy,
+                   callbacks=list(callbacks))  # fmt: skip
+
+
+def main(argv=None):
+    args = parse(argv)
+    from transformers import TrainerCallback
+
     evals = []
 
     class Phases(TrainerCallback):
@@ -88,12 +106,8 @@ def main():
             evals.append({"step": state.global_step, "accuracy": metrics["eval_accuracy"],
                           "seconds": metrics["eval_runtime"]})  # fmt: skip
 
-    def accuracy(prediction):
-        return {"accuracy": float((np.argmax(prediction.predictions, -1) == prediction.label_ids).mean())}
-
-    trainer = Trainer(model=model, args=training, train_dataset=data["train"], eval_dataset=data["dev"],
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=accuracy,
-                      callbacks=[Phases()])  # fmt: skip
+    trainer = build(args, callbacks=[Phases()])
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     result = trainer.train()
     begin, scores = evals[0]["train_begin"], evals[1:]
     with open(args.out, "w") as f:

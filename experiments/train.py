@@ -378,17 +378,23 @@ def warmup_steps(t: dict, total: int, max_length: int) -> int:
     """The warm-up in optimizer steps: trainer.warmup_steps when set, else trainer.warmup_tokens, else
     trainer.warmup_ratio of the `total` steps. Tokens are counted as the paper counts its GPT-3 warm-up
     (250,000 tokens, its Tables 12 and 17): every sequence at the task's max_length, batch_size x grad_accum
-    sequences a step, rounded up, so a batch of 20 warms up for more steps than one of 128.
+    sequences a step, rounded up, so a batch of 20 warms up for more steps than one of 128. A ratio is rounded up
+    too, as HF Trainer's `get_warmup_steps` does (microsoft/LoRA's GLUE runs trained with it), in its order of
+    operations, so the float product rounds alike (7% of 100 steps is 8: 100 x 0.07 is a hair above 7).
 
     >>> t = {"warmup_steps": 0, "warmup_tokens": 250_000, "warmup_ratio": 0.0, "batch_size": 16, "grad_accum": 8}
     >>> warmup_steps(t, 1000, 384), warmup_steps(t, 1000, 768), warmup_steps(t, 1000, 2048)
     (6, 3, 1)
+    >>> [warmup_steps({**t, "warmup_tokens": 0, "warmup_ratio": 0.06}, n, 128) for n in (6, 50, 300)]
+    [1, 3, 18]
+    >>> warmup_steps({**t, "warmup_tokens": 0, "warmup_ratio": 0.07}, 100, 128)
+    8
     """
     if t["warmup_steps"]:
         return t["warmup_steps"]
     if t["warmup_tokens"]:
         return math.ceil(t["warmup_tokens"] / (t["batch_size"] * t["grad_accum"] * max_length))
-    return round(t["warmup_ratio"] * total)
+    return math.ceil(total * t["warmup_ratio"])
 
 
 def _evaluate_into(r: _Run):
