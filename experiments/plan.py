@@ -18,6 +18,7 @@ from pathlib import Path
 
 
 def main(plan_file: str) -> int:
+    plan = read(plan_file)  # a file that is no plan says so at once, before torch loads (seconds)
     import torch
     import torch.distributed as dist
     from omegaconf import OmegaConf
@@ -26,7 +27,6 @@ def main(plan_file: str) -> int:
     from .engines import leave_process_group
     from .train import run
 
-    plan = read(plan_file)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     try:
