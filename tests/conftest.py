@@ -134,8 +134,8 @@ def tiny_runs(tmp_path_factory):
 # Order by CPU seconds per file (user+sys with children, -n0, one thread, on the loaded 2-core machine; suite2's
 # report): test_distributed 630, test_faults 259, test_slurm (251 worker-s before, not re-measured), test_beam 164,
 # test_benchmarks ~160, test_runner 119, test_nlg 100, test_metrics 71, test_notebooks 64, test_runs_reader 39.
-LONGEST_FIRST = ("test_distributed", "test_faults", "test_slurm", "test_beam", "test_benchmarks", "test_runner",
-                 "test_nlg", "test_metrics", "test_notebooks", "test_runs_reader")  # fmt: skip
+LONGEST_FIRST = ("test_distributed", "test_faults", "test_slurm", "test_beam", "test_runner", "test_benchmarks",
+                 "test_hf_trainer", "test_nlg", "test_metrics", "test_notebooks", "test_runs_reader")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):

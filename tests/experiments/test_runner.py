@@ -152,9 +152,10 @@ def test_tiny_end_to_end_run_writes_a_complete_run_folder(model, tmp_path):
     tensors, _ = read_safetensors(tmp_path / "adapter.safetensors")
     assert sum(t.numel() for t in tensors.values()) == metrics["params"]["trainable"]
     assert not (tmp_path / "checkpoints").exists()
-    # every step's loss and lr in scalars.csv: the linear decay's closed form (6 steps, no warmup), the evals
+    # every step's loss and lr in scalars.csv: the linear decay's closed form (6 steps, 1 of warm-up: 6% rounded up,
+    # as HF Trainer rounds it; the lr logged after step s is the next step's), the evals
     steps, lr = training_curve(tmp_path, "lr")
-    assert steps == [1, 2, 3, 4, 5, 6] and lr == pytest.approx([1e-2 * (6 - s) / 6 for s in steps], abs=1e-12)
+    assert steps == [1, 2, 3, 4, 5, 6] and lr == pytest.approx([1e-2 * (6 - s) / 5 for s in steps], abs=1e-12)
     assert training_curve(tmp_path, "train/loss")[0] == steps
     assert training_curve(tmp_path, "dev/accuracy") == ([3, 6], [e["dev/accuracy"] for e in metrics["evals"]])
     # the majority-class line: the first 48 training labels' most common one (24 each: the lower id, 0), scored on
