@@ -84,9 +84,9 @@ def main(argv=None):
         before = json.loads(args.add_to.read_text())
         runs, extra, args.bf16, args.rounds = before["runs"], before["more_seeds"], before["bf16"], 0
         command = f"{before['command']}; then {command}"
-        done = {r["seed"] for r in runs["ours"] + extra["ours"]}
-        if done & {int(s) for s in args.seeds.split(",") if s}:
-            p.error(f"{args.add_to} already holds seeds {sorted(done)}: give --seeds others")
+        held = {r["seed"] for r in runs["ours"] + extra["ours"]}
+        if held & {int(s) for s in args.seeds.split(",") if s}:
+            p.error(f"{args.add_to} already holds seeds {sorted(held)}: give --seeds others")
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.rounds):
             for config in CONFIGS:
