@@ -302,12 +302,37 @@ def test_every_job_of_a_sweep_gets_its_own_default_folder(tmp_path):
     assert "WARNING" not in done.stderr + done.stdout and "warn" not in done.stderr.lower(), done.stderr[-2000:]
 
 
-def test_runs_in_one_process_may_change_bf16_as_a_sweeps_jobs_do(tmp_path):
-    """accelerate's AcceleratorState is a singleton: a sweep over trainer.bf16 failed at its first bf16 job."""
+def test_runs_in_one_process_may_change_bf16_as_a_sweeps_jobs_do(tmp_path, monkeypatch):
+    """accelerate's AcceleratorState is a singleton: a sweep over trainer.bf16 failed at its first bf16 job.
+    A bf16 run on the CPU trains with attention in fp32, an fp32 run with the model's own SDPA."""
+    from experiments import engines
+
+    switched = []
+    monkeypatch.setattr(engines, "attention_in_fp32", lambda model: switched.append(model) or model)
     for i, bf16 in enumerate(("false", "true", "false")):
         metrics = run(config(tmp_path / str(i), "model=tiny_bert", "task=rte", *TINY, f"trainer.bf16={bf16}"))
         assert metrics["status"] == "complete"
         assert read_config(tmp_path / str(i))["trainer"]["bf16"] is (bf16 == "true")
+        assert len(switched) == (i > 0)  # the bf16 run's model, once
+    assert type(switched[0]).__name__ == "BertForSequenceClassification"
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "llama"])
+def test_attention_in_fp32_keeps_fp32_outputs_and_the_padding_mask(family):
+    """Switched to fp32 attention (what bf16 training on the CPU uses), a model's fp32 outputs stay bitwise those
+    of its SDPA attention, padded rows included: registered without its mask function, transformers built no mask
+    at all and padded tokens were attended to (gradients 80% off). Under bf16 autocast: within bf16's rounding."""
+    from experiments.engines import FP32_ATTENTION, attention_in_fp32
+    from tests.conftest import batch, logits, tiny
+
+    model, inputs = tiny(family), batch()  # row 0 padded
+    before = logits(model, inputs)
+    attention_in_fp32(model)
+    assert model.config._attn_implementation == FP32_ATTENTION
+    assert torch.equal(logits(model, inputs), before)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = logits(model, inputs).float()
+    assert (low - before).abs().max() <= 0.05 * before.abs().max()
 
 
 def test_bf16_where_the_machine_only_emulates_it(tmp_path, monkeypatch):
