@@ -174,6 +174,11 @@ class Engine:
         raise NotImplementedError
 
     def autocast(self):
+        """The context of one forward and its loss."""
+        return contextlib.nullcontext()
+
+    def accumulating(self):
+        """The context of one optimizer step's forwards and backwards (the model is not evaluated inside)."""
         return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor):
@@ -243,6 +248,36 @@ def attention_in_fp32(model: nn.Module) -> nn.Module:
     return model
 
 
+def frozen_matmul_weights_in_bf16(model: nn.Module) -> dict[nn.Parameter, torch.Tensor]:
+    """A bf16 copy of every frozen weight and bias that only linear layers (nn.Linear, GPT-2's Conv1D) use.
+
+    Autocast casts a linear layer's fp32 weight to bf16 at every forward and caches the cast only for trainable
+    weights: on MiniLM-L6's micro-batches of 8 short sentences, casting the frozen weights was 20% of a bf16
+    training step. Holding these copies during the step's forwards and backwards (`holding`) computes the same
+    values (the cast is the same rounding, done once). Weights tied to an embedding (GPT-2's output layer) keep
+    fp32: an embedding's lookup is not autocast, its output would change dtype.
+    """
+    users: dict[nn.Parameter, set[bool]] = {}
+    for module in model.modules():
+        is_linear = isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+        for param in module.parameters(recurse=False):
+            users.setdefault(param, set()).add(is_linear)
+    return {p: p.detach().to(torch.bfloat16) for p, linear in users.items() if linear == {True} and not p.requires_grad}
+
+
+@contextlib.contextmanager
+def holding(copies: dict[nn.Parameter, torch.Tensor]):
+    """Each parameter holds its copy's values for the duration (a swap of storage, not a copy of it)."""
+    originals = {p: p.data for p in copies}
+    for p, copy in copies.items():
+        p.data = copy
+    try:
+        yield
+    finally:
+        for p, data in originals.items():
+            p.data = data
+
+
 class Accelerate(Engine):
     """One process, or DistributedDataParallel under torchrun (gloo on CPU, NCCL on GPUs)."""
 
@@ -273,8 +308,10 @@ class Accelerate(Engine):
     def prepare(self, model, param_groups, lr, warmup, total):
         from transformers import get_linear_schedule_with_warmup
 
+        self.frozen_bf16 = {}
         if self.t["bf16"] and self.device.type == "cpu":
             attention_in_fp32(model)
+            self.frozen_bf16 = frozen_matmul_weights_in_bf16(model)
         optimizer = optimizers.build(self.t["optimizer"], param_groups, lr, self.t["adam_eps"])
         self.scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
@@ -282,6 +319,9 @@ class Accelerate(Engine):
 
     def autocast(self):
         return self.accelerator.autocast()
+
+    def accumulating(self):
+        return holding(self.frozen_bf16)
 
     def backward(self, loss):
         self.accelerator.backward(loss)

@@ -350,17 +350,18 @@ def _accumulate(engine, model, task, micro: list[dict], label_smoothing: float) 
     """
     units = [task.units(batch) for batch in micro]
     step_units, step_loss = engine.total(float(sum(units))), 0.0
-    for batch, n in zip(micro, units, strict=True):
-        batch = {k: v.to(engine.device) for k, v in batch.items()}
-        with engine.autocast():
-            outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
-            loss = task.loss(outputs, batch, label_smoothing)
-        value = loss.item()
-        if not math.isfinite(checked := engine.total(value)):  # a NaN on one process stops every one
-            return checked
-        share = n / step_units  # a Python float: exactly 1.0 for one micro-batch on one process
-        engine.backward(loss * (share * engine.world))  # the engines average gradients over processes
-        step_loss += value * share
+    with engine.accumulating():
+        for batch, n in zip(micro, units, strict=True):
+            batch = {k: v.to(engine.device) for k, v in batch.items()}
+            with engine.autocast():
+                outputs = model(**{k: v for k, v in batch.items() if k != "labels"})
+                loss = task.loss(outputs, batch, label_smoothing)
+            value = loss.item()
+            if not math.isfinite(checked := engine.total(value)):  # a NaN on one process stops every one
+                return checked
+            share = n / step_units  # a Python float: exactly 1.0 for one micro-batch on one process
+            engine.backward(loss * (share * engine.world))  # the engines average gradients over processes
+            step_loss += value * share
     return engine.total(step_loss)
 
 

@@ -317,6 +317,28 @@ def test_runs_in_one_process_may_change_bf16_as_a_sweeps_jobs_do(tmp_path, monke
     assert type(switched[0]).__name__ == "BertForSequenceClassification"
 
 
+def test_bf16_training_holds_frozen_weights_in_bf16_with_the_same_result(tmp_path, monkeypatch):
+    """A bf16 run on the CPU casts frozen linear weights once, not at every forward: trained tensors bitwise those
+    of casting at every forward (autocast's own way), and only weights that linear layers alone use are held
+    (tiny GPT-2: c_attn, c_proj, c_fc weights and biases of each block; not the output layer tied to wte)."""
+    from experiments import engines
+
+    select, tensors = engines.frozen_matmul_weights_in_bf16, {}
+    for name, held in (("once", select), ("every_forward", lambda model: {})):
+        monkeypatch.setattr(engines, "frozen_matmul_weights_in_bf16", held)
+        run(config(tmp_path / name, "model=tiny_bert", "task=rte", *TINY, "trainer.bf16=true"))
+        tensors[name], _ = read_safetensors(tmp_path / name / "adapter.safetensors")
+    assert tensors["once"].keys() == tensors["every_forward"].keys()
+    assert all(torch.equal(tensors["once"][k], tensors["every_forward"][k]) for k in tensors["once"])
+    model = lora.apply(build("tiny_gpt2", head="causal_lm"), lora.LoRAConfig(r=2, targets=("q", "v")))
+    names = {id(p): n for n, p in model.named_parameters()}
+    held = {names[id(p)]: copy.dtype for p, copy in select(model).items()}
+    blocks = model.config.n_layer
+    linears = ("attn.c_attn.base", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+    expected = {f"transformer.h.{i}.{m}.{w}" for i in range(blocks) for m in linears for w in ("weight", "bias")}
+    assert held == dict.fromkeys(expected, torch.bfloat16)
+
+
 @pytest.mark.parametrize("family", ["bert", "roberta", "gpt2", "llama"])
 def test_attention_in_fp32_keeps_fp32_outputs_and_the_padding_mask(family):
     """Switched to fp32 attention (what bf16 training on the CPU uses), a model's fp32 outputs stay bitwise those
