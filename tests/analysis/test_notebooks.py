@@ -92,7 +92,8 @@ def test_sweep_files_compose_with_their_sweeper_params(name):
     assert {k: len(v) for k, v in params.items()} == swept
     composed = (cfg.model.name, cfg.method.name, cfg.task.name, cfg.trainer.max_steps)
     assert composed == ("minilm_l6", "lora", "sst2", steps)
-    assert cfg.method.init == ("kaiming_uniform" if name.endswith("loralib") else "gaussian")
+    measured_before_the_init_changed = name.startswith(("table5", "table6", "section7")) and "loralib" not in name
+    assert cfg.method.init == ("gaussian" if measured_before_the_init_changed else "kaiming_uniform")
     if name.startswith("table5"):  # one rank per type; the mapping's keys are the targets; 8 rank units each
         assert cfg.method.targets is None and all(sum(r.values()) == 8 for r in params["method.r"])
     output_dir = OmegaConf.to_container(cfg.trainer)["output_dir"]
