@@ -492,6 +492,9 @@ def test_a_nan_on_one_process_stops_every_process_before_its_backward():
         def autocast(self):
             return nullcontext()
 
+        def accumulating(self):
+            return nullcontext()
+
         def backward(self, loss):
             self.backwards.append(loss.item())
 
