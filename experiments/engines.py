@@ -254,8 +254,8 @@ def frozen_matmul_weights_in_bf16(model: nn.Module) -> dict[nn.Parameter, torch.
     Autocast casts a linear layer's fp32 weight to bf16 at every forward and caches the cast only for trainable
     weights: on MiniLM-L6's micro-batches of 8 short sentences, casting the frozen weights was 20% of a bf16
     training step. Holding these copies during the step's forwards and backwards (`holding`) computes the same
-    values (the cast is the same rounding, done once). Weights tied to an embedding (GPT-2's output layer) keep
-    fp32: an embedding's lookup is not autocast, its output would change dtype.
+    values (the cast is the same rounding, done once), for half those weights' fp32 memory again. Weights tied to
+    an embedding (GPT-2's output layer) keep fp32: an embedding's lookup is not autocast, its output would change dtype.
     """
     users: dict[nn.Parameter, set[bool]] = {}
     for module in model.modules():
