@@ -22,6 +22,7 @@ process as rank 0 (measured with accelerate 1.15, ../shared/notes/cpu-feasibilit
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -230,22 +231,29 @@ def attention_in_fp32(model: nn.Module) -> nn.Module:
     outputs enter attention exactly and only its output is rounded. fp32 inputs are untouched (the outputs stay
     bitwise those of "sdpa"); models whose attention is not transformers' SDPA (DeBERTa's own) are left alone.
     """
+    _register_fp32_attention()
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
+        model.set_attn_implementation(FP32_ATTENTION)
+    return model
+
+
+@functools.cache
+def _register_fp32_attention():
+    """Once a process: transformers' registries learn FP32_ATTENTION, with SDPA's mask (registered without one,
+    transformers builds no mask at all)."""
     from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    def sdpa_fp32(module, query, key, value, attention_mask, **kwargs):
+    def sdpa_in_fp32(module, query, key, value, attention_mask, **kwargs):
         with torch.autocast(query.device.type, enabled=False):
             out, weights = sdpa_attention_forward(
                 module, query.float(), key.float(), value.float(), attention_mask, **kwargs
             )
         return out.to(query.dtype), weights
 
-    AttentionInterface.register(FP32_ATTENTION, sdpa_fp32)
-    AttentionMaskInterface.register(FP32_ATTENTION, sdpa_mask)  # unregistered, transformers builds no mask at all
-    if getattr(getattr(model, "config", None), "_attn_implementation", None) == "sdpa":
-        model.set_attn_implementation(FP32_ATTENTION)
-    return model
+    AttentionInterface.register(FP32_ATTENTION, sdpa_in_fp32)
+    AttentionMaskInterface.register(FP32_ATTENTION, sdpa_mask)
 
 
 def frozen_matmul_weights_in_bf16(model: nn.Module) -> dict[nn.Parameter, torch.Tensor]:

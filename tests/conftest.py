@@ -133,7 +133,8 @@ def tiny_runs(tmp_path_factory):
 # other worker idle at the end.
 # Order by CPU seconds per file (user+sys with children, -n0, one thread, on the loaded 2-core machine; suite2's
 # report): test_distributed 630, test_faults 259, test_slurm (251 worker-s before, not re-measured), test_beam 164,
-# test_benchmarks ~160, test_runner 119, test_nlg 100, test_metrics 71, test_notebooks 64, test_runs_reader 39.
+# test_runner 119, test_benchmarks ~160 before its smoke tests moved to a tiny Llama, test_hf_trainer (~35, its HF
+# Trainer run and two of ours), test_nlg 100, test_metrics 71, test_notebooks 64, test_runs_reader 39.
 LONGEST_FIRST = ("test_distributed", "test_faults", "test_slurm", "test_beam", "test_runner", "test_benchmarks",
                  "test_hf_trainer", "test_nlg", "test_metrics", "test_notebooks", "test_runs_reader")  # fmt: skip
 
