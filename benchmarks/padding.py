@@ -5,7 +5,8 @@
 
 A frozen model's forward and backward cost about the same for every token it computes, real or padded, plus a
 fixed cost per forward. This counts both over the job's optimizer steps and its evaluations, for three ways to
-batch the same examples: ours (`trainer.length_batching`: each random batch sorted and cut into micro-batches),
+batch the same examples: ours (`trainer.length_batching`: each random batch sorted and cut into micro-batches;
+packed, `trainer.packing`: its sentences end to end in rows, one forward a step),
 HF Trainer with its defaults (the random batch padded to its longest), and HF with `group_by_length` (its
 `get_length_grouped_indices`: batches drawn from sorted mega-batches of 50, which changes which examples share a
 step). "real" is the floor any batching that keeps each step's random examples must compute: only the training
@@ -23,16 +24,23 @@ from omegaconf import OmegaConf
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from benchmarks.common import add_out, machine, save_json, use_out
-from experiments import batching
+from experiments import batching, packing
 from experiments.cli import compose
 from experiments.models import load_tokenizer
 from experiments.tasks import build_task
 from experiments.train import batches, eval_groups
 
 
-def counted(groups: list[list[int]], lengths: list[int]) -> dict:
-    """Forwards and padded tokens (each forward: its examples x its longest) of these groups."""
-    padded = sum(len(g) * max(lengths[i] for i in g) for g in groups)
+def counted(groups: list[list[int]], lengths: list[int], packed: bool = False) -> dict:
+    """Forwards and tokens computed (each forward: its examples x its longest; `packed`, its rows x their width,
+    experiments/packing.py) of these groups."""
+    if packed:
+        padded = 0
+        for g in groups:
+            width = packing.row_width([lengths[i] for i in g])
+            padded += len(packing.rows_of([lengths[i] for i in g], width)) * width
+    else:
+        padded = sum(len(g) * max(lengths[i] for i in g) for g in groups)
     return {"forwards": len(groups), "padded": padded}
 
 
@@ -41,15 +49,17 @@ def training(lengths: list[int], t: dict, steps: int, seed: int) -> dict[str, di
     order = batches(len(lengths), t["batch_size"], seed, epoch=0)[:steps]
     used = [i for step in order for i in step]
     budget = batching.micro_batch_budget(t, t["max_length"])
-    ours = []
+    ours, packed = [], []
     for step in order:
         cuts = batching.by_length([lengths[i] for i in step], budget, t["forward_cost_tokens"])
         ours += [[step[k] for k in cut] for cut in cuts]
+        packed += [[step[k] for k in cut] for cut in batching.packed_runs([lengths[i] for i in step], budget)]
     grouped = get_length_grouped_indices(lengths, t["batch_size"], generator=torch.Generator().manual_seed(seed))
     size = t["batch_size"]
     return {
         "real": {"forwards": 0, "padded": sum(lengths[i] for i in used)},
         "ours": counted(ours, lengths),
+        "ours_packed": counted(packed, lengths, packed=True),
         "hf": counted(order, lengths),
         "hf_best": counted([grouped[s : s + size] for s in range(0, steps * size, size)], lengths),
     }
@@ -59,11 +69,15 @@ def evaluation(lengths: list[int], t: dict, max_length: int) -> dict[str, dict]:
     """One evaluation of the split, batched each way (HF's best sorts it by length in batches of eval_batch_size)."""
     size, n = t["eval_batch_size"], len(lengths)
     in_order = [list(range(s, min(s + size, n))) for s in range(0, n, size)]
-    ours = eval_groups({**t, "length_batching": True}, list(range(n)), lengths.__getitem__, max_length)
+    ours = eval_groups({**t, "length_batching": True, "packing": False}, list(range(n)), lengths.__getitem__,
+                       max_length)  # fmt: skip
+    packed = eval_groups({**t, "length_batching": True, "packing": True}, list(range(n)), lengths.__getitem__,
+                         max_length)  # fmt: skip
     by_length = sorted(range(n), key=lambda i: -lengths[i])
     return {
         "real": {"forwards": 0, "padded": sum(lengths)},
         "ours": counted(ours, lengths),
+        "ours_packed": counted(packed, lengths, packed=True),
         "hf": counted(in_order, lengths),
         "hf_best": counted([by_length[s : s + size] for s in range(0, n, size)], lengths),
     }

@@ -71,6 +71,26 @@ def by_length(lengths: Sequence[int], budget: int, overhead: int) -> list[list[i
     return runs[::-1]
 
 
+def packed_runs(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Positions 0..n-1 sorted by length (stable), cut into consecutive runs of at most `budget` tokens (an
+    example longer than that goes alone): a packed forward (experiments/packing.py) costs its real tokens, so
+    the fewer forwards the better.
+
+    >>> packed_runs([5, 30, 6, 29, 7], budget=50)
+    [[0, 2, 4, 3], [1]]
+    >>> packed_runs([5, 30, 6, 29, 7], budget=100)
+    [[0, 2, 4, 3, 1]]
+    """
+    runs, used = [[]], 0
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if runs[-1] and used + lengths[i] > budget:
+            runs.append([])
+            used = 0
+        runs[-1].append(i)
+        used += lengths[i]
+    return runs if runs[0] else []
+
+
 def split_to(groups: list[list[int]], lengths: Sequence[int], count: int) -> list[list[int]]:
     """`groups` split further, the largest padded group in halves each time, until there are `count` (every
     process of a step must run as many forwards: a collective waits for each). Needs `count` <= items.
@@ -88,12 +108,17 @@ def split_to(groups: list[list[int]], lengths: Sequence[int], count: int) -> lis
 
 
 def step_groups(
-    lengths: Sequence[int], budget: int, overhead: int, gather: Callable[[object], list] | None = None
+    lengths: Sequence[int],
+    budget: int,
+    overhead: int,
+    gather: Callable[[object], list] | None = None,
+    packed: bool = False,
 ) -> list[list[int]]:
-    """This process's micro-batches of one optimizer step (positions into its examples). Under several
-    processes `gather` brings every process's count of groups and of examples together, and each splits to
-    the largest count any needs (capped by the fewest examples any holds)."""
-    groups = by_length(lengths, budget, overhead)
+    """This process's micro-batches of one optimizer step (positions into its examples): `by_length`, or
+    `packed_runs` for packed forwards. Under several processes `gather` brings every process's count of groups
+    and of examples together, and each splits to the largest count any needs (capped by the fewest examples any
+    holds)."""
+    groups = packed_runs(lengths, budget) if packed else by_length(lengths, budget, overhead)
     if gather is None:
         return groups
     counts = gather((len(groups), len(lengths)))

@@ -31,8 +31,12 @@ class TrainerConfig:
     # length_batching: the most padded tokens (examples x longest) of a training forward; null: batch_size / processes
     # x task.max_length, the most an unsorted micro-batch holds, so memory never grows
     micro_batch_tokens: int | None = None
-    eval_batch_tokens: int | None = None  # length_batching, evaluation; null: eval_batch_size x task.max_length
+    # length_batching, evaluation; null: eval_batch_size x task.max_length (packed: 2,048 real tokens)
+    eval_batch_tokens: int | None = None
     forward_cost_tokens: int = 48  # length_batching: a forward's fixed cost in padded tokens (CPU, MiniLM: 32-64 best)
+    # each forward's sentences end to end in a few rows, no padding (experiments/packing.py): encoder classifiers
+    # (BERT, RoBERTa) with a method that keeps the sequence. null: wherever it applies
+    packing: bool | None = None
     epochs: float = 1.0
     max_steps: int | None = None  # caps the run (smoke tests); None = epochs decide
     warmup_ratio: float = 0.0  # of the total optimizer steps ...

@@ -30,7 +30,7 @@ from lora.files import read_safetensors
 from lora.model import max_positions
 from lora.state import config_from_meta, load_tensors
 
-from . import batching, checkpoints, engines, optimizers
+from . import batching, checkpoints, engines, optimizers, packing
 from .config import resolve_bf16, validate
 from .models import adapter_model, check_loadable, load_tokenizer, prepared_model
 from .preemption import Preemption
@@ -85,11 +85,14 @@ def evaluate(model, tokenizer, task, items: list, groups: list[list[int]], devic
 
 def eval_groups(t: dict, items: list, length: Callable[[object], int], max_length: int) -> list[list[int]]:
     """How evaluation batches `items`: sorted by length (trainer.length_batching), at most trainer.eval_batch_tokens
-    padded tokens a forward (null: eval_batch_size sequences of `max_length`), else in order, eval_batch_size at a
-    time."""
+    padded tokens a forward (null: eval_batch_size sequences of `max_length`; packed, `packing.EVAL_TOKENS` real
+    ones), else in order, eval_batch_size at a time."""
     if t["length_batching"]:
+        lengths = [length(item) for item in items]
+        if t["packing"]:
+            return batching.packed_runs(lengths, t["eval_batch_tokens"] or packing.EVAL_TOKENS)
         budget = t["eval_batch_tokens"] or t["eval_batch_size"] * max_length
-        return batching.by_length([length(item) for item in items], budget, t["forward_cost_tokens"])
+        return batching.by_length(lengths, budget, t["forward_cost_tokens"])
     size = t["eval_batch_size"]
     return [list(range(s, min(s + size, len(items)))) for s in range(0, len(items), size)]
 
@@ -101,6 +104,8 @@ def run(cfg: dict, skip_finished: bool = False) -> dict:
     t = cfg["trainer"]
     validate(t)
     t["bf16"] = resolve_bf16(t, cfg["model"], engines.bf16_is_native())  # as the run folder's config.yaml records it
+    head = build_task(cfg["task"]).head
+    t["packing"] = packing.resolve(t["packing"], cfg["model"]["arch"]["model_type"], cfg["method"]["name"], head)
     torch.manual_seed(t["seed"])
     random.seed(t["seed"])
     if t["threads"]:
@@ -217,6 +222,8 @@ def _start(cfg: dict, engine: engines.Engine, folder: RunFolder) -> _Run:
     tokenizer = load_tokenizer(cfg["model"])
     rebuild = functools.partial(_model_for, cfg, task, tokenizer)
     model = rebuild()
+    if t["packing"]:
+        packing.enable(model)
     task = fitted(task, max_positions(model.config))
     if t["init_adapter"]:
         _init_from_adapter(model, Path(t["init_adapter"]))
@@ -308,7 +315,7 @@ def _micro_batches(r: _Run, chunks: list[list[int]]) -> list[dict]:
     gather = r.engine.gather if r.engine.world > 1 else None
     budget = batching.micro_batch_budget(t, task.max_length, r.engine.world)
     lengths = [r.train_lengths[j] for j in step]
-    groups = batching.step_groups(lengths, budget, t["forward_cost_tokens"], gather)
+    groups = batching.step_groups(lengths, budget, t["forward_cost_tokens"], gather, packed=t["packing"])
     return [task.batch(tokenizer, [r.train_set[step[i]] for i in group], special) for group in groups]
 
 

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.batching import by_length, split_to, step_groups
+from experiments.batching import by_length, packed_runs, split_to, step_groups
 from experiments.paths import data_dir
 
 lengths_st = st.lists(st.integers(1, 300), min_size=1, max_size=64)
@@ -38,6 +38,16 @@ def test_groups_cover_every_example_once_sorted_and_within_the_budget(lengths, b
     one = [sorted(range(len(lengths)), key=lambda i: lengths[i])]  # one forward, if the budget allows it
     if len(lengths) * max(lengths) <= budget:
         assert cost(groups, lengths, overhead) <= cost(one, lengths, overhead)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=lengths_st, budget=st.integers(1, 2000))
+def test_packed_runs_cover_every_example_once_sorted_within_the_budget_and_fewest(lengths, budget):
+    runs = packed_runs(lengths, budget)
+    assert [i for r in runs for i in r] == sorted(range(len(lengths)), key=lambda i: lengths[i])
+    assert all(len(r) == 1 or sum(lengths[i] for i in r) <= budget for r in runs)
+    for a, b in itertools.pairwise(runs):  # cut only where the next example would not fit
+        assert sum(lengths[i] for i in a) + lengths[b[0]] > budget
 
 
 @settings(max_examples=150, deadline=None)
@@ -103,7 +113,8 @@ def test_the_switch_off_keeps_the_epochs_micro_batches_and_on_groups_the_same_ex
 
     task = SimpleNamespace(batch=lambda tok, items, special: list(items), max_length=9)  # a "batch": its items
     words = ["a" * n for n in (9, 1, 8, 2, 7, 3, 6, 4)]
-    t = {"length_batching": False, "micro_batch_tokens": 12, "forward_cost_tokens": 4, "batch_size": 8}
+    t = {"length_batching": False, "micro_batch_tokens": 12, "forward_cost_tokens": 4, "batch_size": 8,
+         "packing": False}  # fmt: skip
     r = SimpleNamespace(cfg={"trainer": t}, task=task,
                         tokenizer=None, special=None, train_set=words, engine=SimpleNamespace(world=1),
                         train_lengths={}, length=len)  # fmt: skip

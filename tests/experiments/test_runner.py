@@ -203,6 +203,7 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
               "trainer.eval_limit=8", "trainer.batch_size=8", "trainer.eval_every=3",
               "trainer.grad_accum=2", "trainer.micro_batch_tokens=200")  # fmt: skip
     run(config(tmp_path / "straight", *common))
+    assert "packing: true" in (tmp_path / "straight" / "config.yaml").read_text()  # tiny BERT: packed forwards
     stopped = run(config(tmp_path / "resumed", *common, "trainer.stop_after=5"))
     assert stopped == {"status": "stopped", "step": 5}
     assert (tmp_path / "resumed" / "checkpoints" / "step-0000003" / "COMPLETE").exists()
@@ -460,7 +461,7 @@ def test_evaluation_spreads_its_batches_over_the_processes_and_every_process_run
     assert [t.batches for t in tasks] == [[[0, 1], [6, 7]], [[2, 3], [8]], [[4, 5], [0, 1]]]
     assert evaluate(torch.nn.Identity(), None, Echo(), list(range(9)), pairs, "cpu") == expected  # one process
     # sorted by length (here the longest first) and cut by tokens: predicted in that order, scored in the items'
-    t = {"length_batching": True, "eval_batch_tokens": 20, "forward_cost_tokens": 100}  # as few forwards as fit
+    t = {"length_batching": True, "eval_batch_tokens": 20, "forward_cost_tokens": 100, "packing": False}  # few forwards
     by_length = eval_groups(t, list(range(9)), lambda x: 10 - x, 10)
     echo = Echo()
     assert evaluate(torch.nn.Identity(), None, echo, list(range(9)), by_length, "cpu") == expected
