@@ -1,8 +1,9 @@
 """Our trainer against Hugging Face Trainer + PEFT as `benchmarks.job` runs it (benchmarks/hf_job.py): from the same
 initial weights, on the same batches, with dropout off, `python run.py` (6 steps of the default job) ends with
-HF's trained values. Bitwise, when ours puts each step in one forward (trainer.length_batching=false) and HF uses
-torch's unfused AdamW (`optim="adamw_torch"`; its default, the fused kernel, rounds differently by ~1e-9 a step).
-With length batching, ours sums the step's loss over its micro-batches in another order: rounding apart.
+HF's trained values. Bitwise, when ours puts each step in one padded forward (trainer.length_batching=false,
+trainer.packing=false) and HF uses torch's unfused AdamW (`optim="adamw_torch"`; its default, the fused kernel,
+rounds differently by ~1e-9 a step). With the defaults, ours packs each step's sentences into rows (one forward of
+other shapes): rounding apart.
 
 So the two procedures are the same function of their random draws (batch order, dropout masks, the initial LoRA A
 and classifier): what the benchmark's accuracies differ by is those draws. Same lr schedule (6% of 6 steps
@@ -79,7 +80,7 @@ def ours_trained(tmp_path, *overrides: str) -> dict[str, torch.Tensor]:
 
 
 def test_one_forward_a_step_ends_bitwise_where_hf_trainer_ends(hf_trained, tmp_path):
-    ours = ours_trained(tmp_path, "trainer.length_batching=false")
+    ours = ours_trained(tmp_path, "trainer.length_batching=false", "trainer.packing=false")
     assert set(ours) == set(hf_trained)  # LoRA on q and v, BERT's pooler, the classifier
     assert sum(t.numel() for t in ours.values()) == 222_338
     unequal = [n for n, t in ours.items() if not torch.equal(t, hf_trained[n])]
@@ -87,8 +88,9 @@ def test_one_forward_a_step_ends_bitwise_where_hf_trainer_ends(hf_trained, tmp_p
     assert any(t.abs().max() > 0 for n, t in ours.items() if "lora_B" in n)  # B has left its zero init
 
 
-def test_length_batched_steps_end_where_hf_trainer_ends_to_rounding(hf_trained, tmp_path):
-    ours = ours_trained(tmp_path)  # the default: each step's 32 examples sorted into micro-batches
+def test_packed_steps_end_where_hf_trainer_ends_to_rounding(hf_trained, tmp_path):
+    ours = ours_trained(tmp_path)  # the default: each step's 32 examples sorted and packed into rows
+    assert "packing: true" in (tmp_path / "config.yaml").read_text()
     for name, t in ours.items():
         theirs = hf_trained[name]
         assert (t - theirs).norm() <= 1e-4 * theirs.norm(), name
