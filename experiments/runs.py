@@ -138,9 +138,11 @@ class RunFolder:
 
     def _claim(self, config: dict, resume: str) -> Path | None:
         metrics = self.path / METRICS_FILE
-        if metrics.exists() and read_metrics(self.path).get("status") == "complete":
-            raise RunError(f"{self.path} already holds a finished run; choose a new trainer.output_dir")
         saved = self.path / CONFIG_FILE
+        if metrics.exists() and read_metrics(self.path).get("status") == "complete":
+            differ = config_diff(read_config(self.path), config) if saved.exists() else []
+            other = f" of another config (differs in {', '.join(differ)})" if differ else ""  # why a sweep ran it
+            raise RunError(f"{self.path} already holds a finished run{other}; choose a new trainer.output_dir")
         if any(not is_temporary(p) for p in self.path.iterdir()) and not saved.exists():
             raise RunError(f"{self.path} already holds other files; choose a new (or empty) trainer.output_dir")
         self.damaged = self.set_aside_damaged()

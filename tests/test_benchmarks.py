@@ -108,7 +108,7 @@ def test_the_padding_benchmark_counts_each_batching_in_closed_form():
     """benchmarks.padding: HF's defaults pad every random batch to its longest; HF's group_by_length sorts within
     mega-batches, so it pads between the fewest tokens any batches of 32 can (the whole set sorted, in runs of 32)
     and its defaults; ours never costs more than HF's defaults at the cost it minimises (tokens + 48 a forward),
-    and equal lengths cost every batching the real tokens alone."""
+    packed it is one forward a step, and equal lengths cost every unpacked batching the real tokens alone."""
     from benchmarks import padding
     from experiments.train import batches
 
@@ -122,8 +122,13 @@ def test_the_padding_benchmark_counts_each_batching_in_closed_form():
     assert sum(32 * runs[s] for s in range(0, 256, 32)) < c["hf_best"]["padded"] < c["hf"]["padded"]
     assert c["real"]["padded"] < c["ours"]["padded"] < c["hf"]["padded"]
     assert c["ours"]["padded"] + 48 * c["ours"]["forwards"] <= c["hf"]["padded"] + 48 * 8  # the cost it minimises
+    # packed: one forward a step, rows of 32 (the longest, 20, rounded up to 16), all but one a forward over half full
+    assert c["ours_packed"]["forwards"] == 8
+    assert c["real"]["padded"] < c["ours_packed"]["padded"] <= 2 * c["real"]["padded"] + 8 * 32
     same = padding.training([9] * 64, t, steps=2, seed=1)
+    packed = same.pop("ours_packed")["padded"]
     assert {k: v["padded"] for k, v in same.items()} == dict.fromkeys(("real", "ours", "hf", "hf_best"), 9 * 64)
+    assert packed == 64 * 16  # two sentences of 9 do not fit a row of 16: one a row
 
 
 def test_the_ab_benchmark_interleaves_a_and_b_and_keeps_every_evaluation(tmp_path, monkeypatch, capsys):

@@ -221,8 +221,12 @@ def test_a_finished_run_or_another_config_is_never_overwritten(tmp_path):
     cfg = config(tmp_path, "model=tiny_bert", "task=rte", *TINY)
     run(cfg)
     before = (tmp_path / "metrics.json").read_bytes()
-    with pytest.raises(RunError, match="already holds a finished run"):
+    with pytest.raises(RunError, match="already holds a finished run; choose"):
         run(cfg)
+    # a sweep run again skips only its own finished runs: one of other settings (a run from before a setting
+    # existed, here packing) says which differ
+    with pytest.raises(RunError, match=r"finished run of another config \(differs in trainer.packing\)"):
+        run(config(tmp_path, "model=tiny_bert", "task=rte", *TINY, "trainer.packing=false"))
     other = tmp_path / "other"
     run(config(other, "model=tiny_bert", "task=rte", *TINY, "trainer.stop_after=3"))
     with pytest.raises(RunError, match=r"another config \(differs in method.r, trainer.lr\)"):
