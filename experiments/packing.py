@@ -112,15 +112,15 @@ def rows_of(lengths: list[int], width: int) -> list[list[int]]:
 
 
 def pack(batch: dict[str, torch.Tensor], pad_id: int, start: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """A right-padded batch (input_ids, attention_mask, token_type_ids) as packed rows: (inputs for the model,
+    """A padded batch (input_ids, attention_mask, token_type_ids) as packed rows: (inputs for the model,
     each sequence's first token as a flat index into its rows, in the batch's order).
 
     >>> ids = torch.tensor([[101, 7, 102, 0], [101, 102, 0, 0], [101, 8, 9, 102]])
     >>> inputs, first = pack({"input_ids": ids, "attention_mask": (ids > 0).long()}, pad_id=0, start=0)
     >>> inputs["input_ids"].tolist()
     [[101, 8, 9, 102, 101, 7, 102, 101, 102, 0, 0, 0, 0, 0, 0, 0]]
-    >>> inputs["position_ids"].tolist()  # the row's tail of padding is one more sequence
-    [[0, 1, 2, 3, 0, 1, 2, 0, 1, 0, 1, 2, 3, 4, 5, 6]]
+    >>> inputs["position_ids"].tolist()  # the row's tail: pad tokens at the first position, each on its own
+    [[0, 1, 2, 3, 0, 1, 2, 0, 1, 0, 0, 0, 0, 0, 0, 0]]
     >>> first.tolist()
     [4, 7, 0]
     """
@@ -129,21 +129,20 @@ def pack(batch: dict[str, torch.Tensor], pad_id: int, start: int) -> tuple[dict[
     width = row_width(lengths)
     rows = rows_of(lengths, width)
     offset = [0] * len(lengths)  # each sequence's first token, as a flat index into the rows
-    fill = []  # per row, the tokens used
     for r, members in enumerate(rows):
         at = r * width
         for i in members:
             offset[i], at = at, at + lengths[i]
-        fill.append(at - r * width)
     first = torch.tensor(offset)
     length = torch.tensor(lengths)
-    # Every real token's flat place: its sequence's first place plus its position in the sequence.
-    positions = torch.arange(mask.shape[1]).expand_as(mask)[mask]
+    # Every real token's flat place: its sequence's first place plus its position in the sequence (counted over
+    # the mask, so the padding may be on either side).
+    positions = (mask.cumsum(1) - 1)[mask]
     places = first.repeat_interleave(length) + positions
-    # The tail of each row is one more sequence (pad tokens, positions from 0 again): it attends only to itself.
-    tail = torch.arange(width).expand(len(rows), width) - torch.tensor(fill)[:, None]
+    # The tail of each row: pad tokens all at the first position, each a sequence of its own to transformers (it
+    # attends only to itself), never past the model's positions however wide the row.
     flat = len(rows) * width
-    inputs = {"input_ids": torch.full((flat,), pad_id, dtype=torch.long), "position_ids": tail.reshape(-1) + start}
+    inputs = {"input_ids": torch.full((flat,), pad_id, dtype=torch.long), "position_ids": torch.full((flat,), start)}
     inputs["input_ids"][places] = batch["input_ids"][mask]
     inputs["position_ids"][places] = positions + start
     if "token_type_ids" in batch:

@@ -71,6 +71,22 @@ def test_packed_logits_and_gradients_equal_the_padded_ones(model_type, attention
     assert inputs["input_ids"].numel() == 3 * 48 < batch["input_ids"].numel() == 9 * 40
 
 
+def test_left_padding_and_rows_wider_than_the_model_positions():
+    """Positions count over the mask (left padding packs as right padding does; counted by column, it would not),
+    and a row rounded up past the model's last position (40 positions, a sentence of 38, rows of 48) keeps its
+    padded tail inside them."""
+    model = from_arch({"model_type": "bert", **ARCH, "max_position_embeddings": 40}, "seq_cls", 3, None, 0).eval()
+    right = padded_batch(model, lengths=[38, 5, 12, 1], pairs=False)
+    lengths = right["attention_mask"].sum(1).tolist()
+    left = {k: torch.stack([torch.roll(row, len(row) - n) for row, n in zip(v, lengths, strict=True)])
+            for k, v in right.items()}  # fmt: skip
+    with torch.no_grad():
+        padded = model(**right).logits
+        packing.enable(model)
+        for batch in (right, left):
+            torch.testing.assert_close(model(**batch).logits, padded, rtol=0, atol=1e-6)
+
+
 def test_packing_under_bf16_with_attention_in_fp32():
     """The engines' bf16 path on a CPU (autocast, SDPA computing in fp32): packed within bf16 rounding of padded."""
     model = engines.attention_in_fp32(classifier("bert"))
