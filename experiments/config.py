@@ -28,8 +28,8 @@ class TrainerConfig:
     batch_size: int = 16
     eval_batch_size: int = 64  # examples per evaluation forward when length_batching is off
     length_batching: bool = True  # each step's examples sorted by length into micro-batches (experiments/batching.py)
-    # length_batching: the most padded tokens (examples x longest) of a training forward; null: batch_size / processes
-    # x task.max_length, the most an unsorted micro-batch holds, so memory never grows
+    # length_batching: the most padded tokens (examples x longest; packed, real tokens) of a training forward; null:
+    # batch_size / processes x task.max_length, the most an unsorted micro-batch holds, so memory never grows
     micro_batch_tokens: int | None = None
     # length_batching, evaluation; null: eval_batch_size x task.max_length (packed: 2,048 real tokens)
     eval_batch_tokens: int | None = None
