@@ -34,13 +34,13 @@ from experiments.train import batches, eval_groups
 def counted(groups: list[list[int]], lengths: list[int], packed: bool = False) -> dict:
     """Forwards and tokens computed (each forward: its examples x its longest; `packed`, its rows x their width,
     experiments/packing.py) of these groups."""
-    if packed:
-        padded = 0
-        for g in groups:
-            width = packing.row_width([lengths[i] for i in g])
-            padded += len(packing.rows_of([lengths[i] for i in g], width)) * width
-    else:
-        padded = sum(len(g) * max(lengths[i] for i in g) for g in groups)
+    padded = 0
+    for g in groups:
+        if packed:
+            rows, width = packing.layout([lengths[i] for i in g])
+            padded += len(rows) * width
+        else:
+            padded += len(g) * max(lengths[i] for i in g)
     return {"forwards": len(groups), "padded": padded}
 
 
@@ -51,9 +51,9 @@ def training(lengths: list[int], t: dict, steps: int, seed: int) -> dict[str, di
     budget = batching.micro_batch_budget(t, t["max_length"])
     ours, packed = [], []
     for step in order:
-        cuts = batching.by_length([lengths[i] for i in step], budget, t["forward_cost_tokens"])
-        ours += [[step[k] for k in cut] for cut in cuts]
-        packed += [[step[k] for k in cut] for cut in batching.packed_runs([lengths[i] for i in step], budget)]
+        sizes = [lengths[i] for i in step]
+        ours += [[step[k] for k in cut] for cut in batching.by_length(sizes, budget, t["forward_cost_tokens"])]
+        packed += [[step[k] for k in cut] for cut in batching.packed_runs(sizes, budget)]
     grouped = get_length_grouped_indices(lengths, t["batch_size"], generator=torch.Generator().manual_seed(seed))
     size = t["batch_size"]
     return {
@@ -69,10 +69,8 @@ def evaluation(lengths: list[int], t: dict, max_length: int) -> dict[str, dict]:
     """One evaluation of the split, batched each way (HF's best sorts it by length in batches of eval_batch_size)."""
     size, n = t["eval_batch_size"], len(lengths)
     in_order = [list(range(s, min(s + size, n))) for s in range(0, n, size)]
-    ours = eval_groups({**t, "length_batching": True, "packing": False}, list(range(n)), lengths.__getitem__,
-                       max_length)  # fmt: skip
-    packed = eval_groups({**t, "length_batching": True, "packing": True}, list(range(n)), lengths.__getitem__,
-                         max_length)  # fmt: skip
+    ours, packed = (eval_groups({**t, "length_batching": True, "packing": p}, list(range(n)), lengths.__getitem__,
+                                max_length) for p in (False, True))  # fmt: skip
     by_length = sorted(range(n), key=lambda i: -lengths[i])
     return {
         "real": {"forwards": 0, "padded": sum(lengths)},

@@ -111,6 +111,16 @@ def rows_of(lengths: list[int], width: int) -> list[list[int]]:
     return rows
 
 
+def layout(lengths: list[int]) -> tuple[list[list[int]], int]:
+    """The rows (`rows_of`) and their width (`row_width`) these sequences pack into.
+
+    >>> layout([5, 17, 3])
+    ([[1, 0, 2]], 32)
+    """
+    width = row_width(lengths)
+    return rows_of(lengths, width), width
+
+
 def pack(batch: dict[str, torch.Tensor], pad_id: int, start: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """A padded batch (input_ids, attention_mask, token_type_ids) as packed rows: (inputs for the model,
     each sequence's first token as a flat index into its rows, in the batch's order).
@@ -126,8 +136,7 @@ def pack(batch: dict[str, torch.Tensor], pad_id: int, start: int) -> tuple[dict[
     """
     mask = batch["attention_mask"].bool()
     lengths = mask.sum(1).tolist()
-    width = row_width(lengths)
-    rows = rows_of(lengths, width)
+    rows, width = layout(lengths)
     offset = [0] * len(lengths)  # each sequence's first token, as a flat index into the rows
     for r, members in enumerate(rows):
         at = r * width
@@ -149,6 +158,9 @@ def pack(batch: dict[str, torch.Tensor], pad_id: int, start: int) -> tuple[dict[
         inputs["token_type_ids"] = torch.zeros(flat, dtype=torch.long)
         inputs["token_type_ids"][places] = batch["token_type_ids"][mask]
     return {k: v.view(len(rows), width) for k, v in inputs.items()}, first
+
+
+_PADDED = ("input_ids", "attention_mask", "token_type_ids")  # what a padded batch holds and packing replaces
 
 
 class Packer:
@@ -189,9 +201,6 @@ class Packer:
     def remove(self):
         for h in self.handles:
             h.remove()
-
-
-_PADDED = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def enable(model: nn.Module) -> Packer:
