@@ -31,13 +31,13 @@ from experiments.tasks import build_task
 from experiments.train import batches, eval_groups
 
 
-def counted(groups: list[list[int]], lengths: list[int], packed: bool = False) -> dict:
+def counted(groups: list[list[int]], lengths: list[int], packed: bool = False, widen: bool = False) -> dict:
     """Forwards and tokens computed (each forward: its examples x its longest; `packed`, its rows x their width,
-    experiments/packing.py) of these groups."""
+    experiments/packing.py, rows widened as in evaluation with `widen`) of these groups."""
     padded = 0
     for g in groups:
         if packed:
-            rows, width = packing.layout([lengths[i] for i in g])
+            rows, width = packing.layout([lengths[i] for i in g], widen)
             padded += len(rows) * width
         else:
             padded += len(g) * max(lengths[i] for i in g)
@@ -75,7 +75,7 @@ def evaluation(lengths: list[int], t: dict, max_length: int) -> dict[str, dict]:
     return {
         "real": {"forwards": 0, "padded": sum(lengths)},
         "ours": counted(ours, lengths),
-        "ours_packed": counted(packed, lengths, packed=True),
+        "ours_packed": counted(packed, lengths, packed=True, widen=True),
         "hf": counted(in_order, lengths),
         "hf_best": counted([by_length[s : s + size] for s in range(0, n, size)], lengths),
     }

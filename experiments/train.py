@@ -85,12 +85,12 @@ def evaluate(model, tokenizer, task, items: list, groups: list[list[int]], devic
 
 def eval_groups(t: dict, items: list, length: Callable[[object], int], max_length: int) -> list[list[int]]:
     """How evaluation batches `items`: sorted by length (trainer.length_batching), at most trainer.eval_batch_tokens
-    padded tokens a forward (null: eval_batch_size sequences of `max_length`; packed, `packing.EVAL_TOKENS` real
-    ones), else in order, eval_batch_size at a time."""
+    padded tokens a forward (null: eval_batch_size sequences of `max_length`; packed, `packing.forwards` of
+    `packing.EVAL_TOKENS`), else in order, eval_batch_size at a time."""
     if t["length_batching"]:
         lengths = [length(item) for item in items]
         if t["packing"]:
-            return batching.packed_runs(lengths, t["eval_batch_tokens"] or packing.EVAL_TOKENS)
+            return packing.forwards(lengths, t["eval_batch_tokens"] or packing.EVAL_TOKENS)
         budget = t["eval_batch_tokens"] or t["eval_batch_size"] * max_length
         return batching.by_length(lengths, budget, t["forward_cost_tokens"])
     size = t["eval_batch_size"]
@@ -408,10 +408,11 @@ def warmup_steps(t: dict, total: int, max_length: int) -> int:
 def _evaluate_into(r: _Run):
     engine, task, state = r.engine, r.task, r.state
     began = time.time()
-    scores = {
-        split: evaluate(engine.module(), r.tokenizer, task, items, r.eval_groups[split], engine.device, engine)
-        for split, items in r.eval_sets.items()
-    }
+    with engine.evaluating():
+        scores = {
+            split: evaluate(engine.module(), r.tokenizer, task, items, r.eval_groups[split], engine.device, engine)
+            for split, items in r.eval_sets.items()
+        }
     state["eval_seconds"] = state.get("eval_seconds", 0.0) + time.time() - began  # within train_seconds
     main_split = task.eval_splits[0]
     record = {

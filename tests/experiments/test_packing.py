@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lora
-from experiments import engines, packing
+from experiments import cpu_dropout, engines, packing
 from experiments.models import from_arch
 from experiments.runs import RunError
 
@@ -96,6 +96,73 @@ def test_packing_under_bf16_with_attention_in_fp32():
         packing.enable(model)
         packed = model(**batch).logits.float()
     assert (packed - padded).abs().max() < 0.02 * padded.abs().max()
+
+
+def block_diagonal(rows: int, width: int, cuts: list[int]) -> torch.Tensor:
+    """A packed attention mask (True: attend) of sentences ending at `cuts`, the row's tail one token each."""
+    segment = torch.arange(width)
+    for k, end in enumerate(sorted(cuts, reverse=True)):
+        segment[:end] = -1 - k
+    mask = segment[:, None] == segment[None, :]
+    return mask.expand(rows, 1, width, width)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_in_training_is_softmax_then_dropout_then_values(dtype):
+    """`packing.attention` in training: softmax(q k^T s + mask), dropped with cpu_dropout's mask for the same
+    seed, times v, in fp32 whatever the projections' dtype; without dropout SDPA, the same formula; in
+    evaluation SDPA in the projections' dtype."""
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, 16, 8, generator=g).to(dtype) for _ in range(3))
+    mask, module, s = block_diagonal(3, 16, [5, 12]), torch.nn.Module(), 0.3
+    scores = (q.float() @ k.float().transpose(-1, -2) * s).masked_fill(~mask, float("-inf")).softmax(-1)
+    torch.manual_seed(5)
+    keep = cpu_dropout.keep_mask(scores.shape, 0.2, torch.float32)
+    for p, expected in ((0.2, (scores * keep) @ v.float()), (0.0, scores @ v.float())):
+        torch.manual_seed(5)
+        out, _ = packing.attention(module, q, k, v, mask, dropout=p, scaling=s)
+        assert out.dtype == dtype and out.shape == (3, 16, 4, 8)
+        torch.testing.assert_close(out, expected.transpose(1, 2).to(dtype), rtol=0, atol=1e-6)
+    out, _ = packing.attention(module.eval(), q, k, v, mask, dropout=0.0, scaling=s)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), (scores @ v.float()).transpose(1, 2), rtol=0.02, atol=0.02)
+
+
+def test_packed_training_draws_dropout_with_numpy_and_remove_puts_torchs_back():
+    model = lora.apply(from_arch({"model_type": "bert", **ARCH, "hidden_dropout_prob": 0.1,
+                                  "attention_probs_dropout_prob": 0.1}, "seq_cls", 3, None, 0),
+                       lora.LoRAConfig(r=4, alpha=8, dropout=0.1))  # fmt: skip
+    batch = padded_batch(model)
+    before = sum(type(m) is torch.nn.Dropout for m in model.modules())
+    packer = packing.enable(model)
+    assert model.config._attn_implementation == packing.ATTENTION
+    assert sum(type(m) is cpu_dropout.Dropout for m in model.modules()) == before > 6  # the LoRA layers' too
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        runs.append(model(**batch).logits)
+    assert torch.equal(*runs)  # the seed decides the masks
+    assert not torch.equal(runs[0], model.eval()(**batch).logits)
+    packer.remove()
+    assert model.config._attn_implementation == "sdpa"
+    assert sum(type(m) is torch.nn.Dropout for m in model.modules()) == before
+
+
+def test_evaluation_widens_rows_training_keeps_them_narrow():
+    """Four sentences of 17: one to a row of 32 in training (attention grows with the width), two to a row of 48
+    in evaluation, with the padded batch's logits."""
+    model = classifier("bert")
+    batch = padded_batch(model, lengths=[17] * 4, pairs=False)
+    seen = []
+    model.bert.register_forward_pre_hook(lambda m, a, kw: seen.append(tuple((a or [kw["input_ids"]])[0].shape)),
+                                         with_kwargs=True)  # fmt: skip
+    with torch.no_grad():
+        padded = model.eval()(**batch).logits
+        packing.enable(model)
+        packed = model(**batch).logits
+        model.train()(**batch)
+    assert seen == [(4, 17), (2, 48), (4, 32)]
+    torch.testing.assert_close(packed, padded, rtol=0, atol=1e-6)
 
 
 def test_the_wrong_position_numbering_is_caught():
